@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * cfg - the configuration file, loaded into an immutable snapshot.
+ *
+ * cfg_load() parses a libconfig file, validates every setting and reports
+ * every problem as "file:line: message" through a callback, all in one run;
+ * it returns NULL if there was any error.  A snapshot never changes after
+ * loading.  The daemon keeps one current snapshot (cfg_install); each SMTP
+ * connection takes a reference when it starts (cfg_acquire) and keeps that
+ * one to its end, so a reload never changes the rules under a live session.
+ *
+ * A snapshot also carries the Redis store built from its redis settings.
+ * When a reload leaves those settings unchanged the new snapshot shares the
+ * old store (and its open connections).
+ *
+ * Threads: cfg_install/cfg_acquire/cfg_release are thread-safe; a snapshot
+ * is read-only and may be read from any thread while referenced.
+ */
+#ifndef PM_CFG_H
+#define PM_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "milter/addr.h"
+#include "milter/reply.h"
+#include "policies/policy.h"
+
+struct store;
+struct stats_entry;
+
+enum cfg_on_error {
+	CFG_ON_ERROR_INHERIT = -1,  /* policy level only: use the global one */
+	CFG_ON_ERROR_ACCEPT = 0,
+	CFG_ON_ERROR_TEMPFAIL,
+};
+
+struct cfg_policy {
+	char *name;
+	const struct policy_type *type;
+	void *settings;                /* the type's settings struct */
+	enum policy_action action;
+	struct reply_tmpl *reply;      /* reject and tempfail only, else NULL */
+	bool dry_run;
+	enum cfg_on_error on_redis_error;
+	struct stats_entry *stats;     /* owned by the stats registry */
+	unsigned line;
+};
+
+struct cfg_redis {
+	char *address;
+	long long database;
+	char *username;
+	char *password_file;
+	char *password;                /* read from password_file; never logged */
+	char *prefix;
+	uint64_t connect_timeout_ms;
+	uint64_t timeout_ms;
+	long long pool;
+	struct store *store;
+	int refs;                      /* snapshots sharing this (and the store) */
+};
+
+struct cfg {
+	char *path;
+	char *listen;
+	char *socket_mode_text;
+	int socket_mode;               /* -1 when not set */
+	char *user;
+	char *group;
+	struct cfg_redis *redis;       /* NULL: no Redis configured */
+	enum cfg_on_error on_redis_error;
+	struct addr_net *exempt_clients;
+	size_t nexempt_clients;
+	bool exempt_authenticated;
+	struct cfg_policy *policies;
+	size_t npolicies;
+	unsigned stages_decide;        /* POLICY_STAGE bits where some policy decides */
+	unsigned stages_need;          /* ... or reads data */
+	int refs;
+};
+
+/* Called once per problem: "file:line: message"; is_error false for warnings. */
+typedef void cfg_report_fn(void *arg, bool is_error, const char *msg);
+
+/*
+ * Load path.  prev, when not NULL, is the snapshot in force: its Redis store
+ * is shared if the redis settings did not change.  Returns a snapshot with
+ * one reference, or NULL after reporting every error.
+ */
+struct cfg *cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report,
+    void *arg);
+
+void cfg_ref(struct cfg *c);
+void cfg_unref(struct cfg *c);          /* accepts NULL */
+
+/* Make c (whose reference the call takes over) the current snapshot. */
+void cfg_install(struct cfg *c);
+/* The current snapshot with a reference for the caller, or NULL. */
+struct cfg *cfg_acquire(void);
+
+/* The nearest of candidates to word (for "did you mean"), or NULL. */
+const char *cfg_suggest(const char *word, const char *const *candidates);
+
+#endif

@@ -1,0 +1,344 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * main - start-up, privileges, signals and the life of the daemon.
+ *
+ * Order matters: load and check the configuration (fatal on error), open
+ * the milter socket as the starting user (root can bind anywhere), give the
+ * socket to the run-time user, drop privileges completely, start the helper
+ * threads, then hand the main thread to libmilter until SIGTERM.
+ *
+ * Signals: libmilter takes SIGHUP, SIGINT and SIGTERM as "stop".  SIGUSR1
+ * reloads the configuration; it is blocked in every thread and taken by a
+ * dedicated thread with sigwait(), so that reloading runs in ordinary
+ * thread context, never in a signal handler.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+
+#include "milter/callbacks.h"
+#include "milter/cfg.h"
+#include "milter/log.h"
+#include "milter/stats.h"
+#include "milter/store_redis.h"
+
+#ifndef PM_SYSCONFDIR
+#define PM_SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG PM_SYSCONFDIR "/policy-milter/policy-milter.conf"
+
+static const char *config_path = DEFAULT_CONFIG;
+static volatile int stopping;
+static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: policy-milter [-c FILE] [-f] [-n] [-d] [-p PIDFILE] [-V]\n"
+	    "\n"
+	    "A mail filter for Postfix and Sendmail that applies the policies of\n"
+	    "its configuration file: sizes, recipient counts, with counters in Redis.\n"
+	    "\n"
+	    "  -c FILE     configuration file (default %s)\n"
+	    "  -f          stay in the foreground and log to stderr\n"
+	    "  -n          check the configuration, print \"configuration OK\" or\n"
+	    "              every error as FILE:LINE: message, exit 0 or 1\n"
+	    "  -d          debug logging\n"
+	    "  -p PIDFILE  write the process id to PIDFILE\n"
+	    "  -V          print the version and exit\n"
+	    "  -h, --help  this text\n"
+	    "\n"
+	    "Signals: SIGUSR1 reloads the configuration (a broken file is logged and\n"
+	    "the old configuration stays), SIGTERM stops.\n", DEFAULT_CONFIG);
+}
+
+static void
+report_stderr(void *arg, bool is_error, const char *msg)
+{
+	(void)arg;
+	(void)is_error;
+	fprintf(stderr, "%s\n", msg);
+}
+
+static void
+report_log(void *arg, bool is_error, const char *msg)
+{
+	(void)arg;
+	log_msg(is_error ? LOG_ERR : LOG_WARNING, "%s", msg);
+}
+
+static void
+reload(void)
+{
+	struct cfg *old = cfg_acquire();
+	struct cfg *c;
+
+	log_msg(LOG_NOTICE, "reloading %s", config_path);
+	c = cfg_load(config_path, old, report_log, NULL);
+	if (c == NULL) {
+		log_msg(LOG_ERR, "reload failed: keeping the old configuration");
+	} else {
+		if (old != NULL && (strcmp(old->listen, c->listen) != 0 ||
+		    (old->user && (!c->user || strcmp(old->user, c->user) != 0))))
+			log_msg(LOG_WARNING, "listen, user and group take effect only "
+			    "after a restart");
+		cfg_install(c);
+		log_msg(LOG_NOTICE, "configuration reloaded: %zu policies", c->npolicies);
+	}
+	cfg_unref(old);
+}
+
+static void *
+signal_thread(void *arg)
+{
+	sigset_t set;
+	int sig;
+
+	(void)arg;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	while (!stopping) {
+		if (sigwait(&set, &sig) == 0 && sig == SIGUSR1 && !stopping)
+			reload();
+	}
+	return NULL;
+}
+
+static void
+flush_stats(void)
+{
+	static struct log_throttle throttle;
+	struct cfg *c = cfg_acquire();
+	char err[256];
+
+	if (c != NULL && c->redis != NULL &&
+	    stats_flush(c->redis->store, c->redis->prefix, err, sizeof(err)) != 0)
+		log_ratelimited(&throttle, 10, LOG_WARNING,
+		    "statistics kept in memory until Redis answers: %s", err);
+	cfg_unref(c);
+}
+
+/* Once a second: statistics to Redis.  Counting never waits for this. */
+static void *
+stats_thread(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&stop_lock);
+	while (!stopping) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&stop_cond, &stop_lock, &ts);
+		pthread_mutex_unlock(&stop_lock);
+		flush_stats();
+		pthread_mutex_lock(&stop_lock);
+	}
+	pthread_mutex_unlock(&stop_lock);
+	return NULL;
+}
+
+static const char *
+unix_socket_path(const char *spec)
+{
+	if (strncmp(spec, "unix:", 5) == 0)
+		return spec + 5;
+	if (strncmp(spec, "local:", 6) == 0)
+		return spec + 6;
+	return spec[0] == '/' ? spec : NULL;
+}
+
+/* Look up user and group; fatal when they do not exist. */
+static void
+lookup_ids(const struct cfg *c, uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = getpwnam(c->user);
+
+	if (pw == NULL) {
+		log_msg(LOG_ERR, "user \"%s\" does not exist", c->user);
+		exit(1);
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	if (c->group != NULL) {
+		struct group *gr = getgrnam(c->group);
+		if (gr == NULL) {
+			log_msg(LOG_ERR, "group \"%s\" does not exist", c->group);
+			exit(1);
+		}
+		*gid = gr->gr_gid;
+	}
+}
+
+/* Drop to uid/gid for good: supplementary groups, gid, uid, then verify. */
+static void
+drop_privileges(const char *user, uid_t uid, gid_t gid)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg;
+
+	if (setgroups(1, &gid) != 0 || setresgid(gid, gid, gid) != 0 ||
+	    setresuid(uid, uid, uid) != 0) {
+		log_msg(LOG_ERR, "cannot drop privileges to %s: %s", user, strerror(errno));
+		exit(1);
+	}
+	if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0 ||
+	    ru != uid || eu != uid || su != uid || rg != gid || eg != gid || sg != gid ||
+	    (uid != 0 && setuid(0) == 0)) {
+		log_msg(LOG_ERR, "privileges were not dropped completely");
+		exit(1);
+	}
+}
+
+static void
+write_pidfile(const char *path)
+{
+	FILE *fp = fopen(path, "we");
+
+	if (fp == NULL) {
+		log_msg(LOG_ERR, "pid file %s: %s", path, strerror(errno));
+		exit(1);
+	}
+	fprintf(fp, "%ld\n", (long)getpid());
+	fclose(fp);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool foreground = false, check_only = false, debug = false;
+	const char *pidfile = NULL, *sock;
+	struct cfg *c;
+	sigset_t set;
+	pthread_t sig_tid, stats_tid;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	int ch, rc;
+
+	while ((ch = getopt_long(argc, argv, "c:fndp:Vh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': config_path = optarg; break;
+		case 'f': foreground = true; break;
+		case 'n': check_only = true; break;
+		case 'd': debug = true; break;
+		case 'p': pidfile = optarg; break;
+		case 'V':
+			printf("policy-milter %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	if (check_only) {
+		c = cfg_load(config_path, NULL, report_stderr, NULL);
+		if (c == NULL)
+			return 1;
+		printf("configuration OK: %s, %zu policies\n", config_path, c->npolicies);
+		cfg_unref(c);
+		stats_reset();
+		return 0;
+	}
+
+	log_open(foreground, debug);
+	c = cfg_load(config_path, NULL, foreground ? report_stderr : report_log, NULL);
+	if (c == NULL) {
+		log_msg(LOG_ERR, "%s: configuration has errors; not starting", config_path);
+		return 1;
+	}
+	cfg_install(c);
+
+	/* Every thread, libmilter's included, inherits this mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (c->user != NULL)
+		lookup_ids(c, &uid, &gid);
+	if (smfi_setconn((char *)(uintptr_t)c->listen) != MI_SUCCESS ||
+	    callbacks_register() != 0) {
+		log_msg(LOG_ERR, "cannot set up the milter on %s", c->listen);
+		return 1;
+	}
+	/* true: remove a stale socket left by a crash. */
+	if (smfi_opensocket(true) != MI_SUCCESS) {
+		log_msg(LOG_ERR, "cannot listen on %s (in use, or no permission?)", c->listen);
+		return 1;
+	}
+	sock = unix_socket_path(c->listen);
+	if (sock != NULL) {
+		if (c->socket_mode >= 0 && chmod(sock, (mode_t)c->socket_mode) != 0)
+			log_msg(LOG_WARNING, "chmod %s: %s", sock, strerror(errno));
+		if (c->user != NULL && getuid() == 0 && chown(sock, uid, gid) != 0)
+			log_msg(LOG_WARNING, "chown %s: %s", sock, strerror(errno));
+	}
+	if (c->user != NULL && getuid() == 0)
+		drop_privileges(c->user, uid, gid);
+	else if (getuid() == 0 || geteuid() == 0)
+		log_msg(LOG_WARNING, "running as root: set user (and group) in %s",
+		    config_path);
+
+	if (!foreground && daemon(0, 0) != 0) {
+		log_msg(LOG_ERR, "cannot become a daemon: %s", strerror(errno));
+		return 1;
+	}
+	if (pidfile != NULL)
+		write_pidfile(pidfile);
+	if (pthread_create(&sig_tid, NULL, signal_thread, NULL) != 0 ||
+	    pthread_create(&stats_tid, NULL, stats_thread, NULL) != 0) {
+		log_msg(LOG_ERR, "cannot start threads");
+		return 1;
+	}
+	log_msg(LOG_NOTICE, "policy-milter %s listening on %s with %zu policies",
+	    PACKAGE_VERSION, c->listen, c->npolicies);
+
+	rc = smfi_main();
+
+	log_msg(LOG_NOTICE, "stopping");
+	pthread_mutex_lock(&stop_lock);
+	stopping = 1;
+	pthread_cond_broadcast(&stop_cond);
+	pthread_mutex_unlock(&stop_lock);
+	pthread_kill(sig_tid, SIGUSR1);
+	pthread_join(sig_tid, NULL);
+	pthread_join(stats_tid, NULL);
+	flush_stats();
+	c = cfg_acquire();
+	if (c != NULL && (sock = unix_socket_path(c->listen)) != NULL && unlink(sock) != 0 &&
+	    errno != ENOENT)
+		log_msg(LOG_WARNING, "cannot remove %s: %s", sock, strerror(errno));
+	cfg_unref(c);
+	cfg_install(NULL);
+	if (pidfile != NULL)
+		unlink(pidfile);
+	log_close();
+	return rc == MI_SUCCESS ? 0 : 1;
+}

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * session - per-connection and per-message state (see session.h).
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "milter/session.h"
+
+/* Longer than any legal address; protects logs and Redis keys from huge input. */
+#define FIELD_MAX 1024
+
+static char *
+copy_field(const char *s)
+{
+	return strndup(s != NULL ? s : "", FIELD_MAX);
+}
+
+struct session *
+session_new(struct cfg *cfg)
+{
+	struct session *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	if (cfg != NULL)
+		cfg_ref(cfg);
+	s->cfg = cfg;
+	s->msg.pending = POLICY_NONE;
+	strcpy(s->msg.queue_id, "-");
+	return s;
+}
+
+void
+session_msg_reset(struct session *s)
+{
+	free(s->msg.sender);
+	free(s->msg.sasl_user);
+	free(s->msg.rcpt);
+	memset(&s->msg, 0, sizeof(s->msg));
+	s->msg.pending = POLICY_NONE;
+	strcpy(s->msg.queue_id, "-");
+}
+
+void
+session_free(struct session *s)
+{
+	if (s == NULL)
+		return;
+	session_msg_reset(s);
+	free(s->helo);
+	cfg_unref(s->cfg);
+	free(s);
+}
+
+void
+session_set_client(struct session *s, const struct sockaddr *sa)
+{
+	s->client_ip[0] = '\0';
+	s->has_client_addr = false;
+	if (sa == NULL)
+		return;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, s->client_ip, sizeof(s->client_ip));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, s->client_ip, sizeof(s->client_ip));
+		/* Show a mapped IPv4 client as the IPv4 address it is. */
+		if (strncasecmp(s->client_ip, "::ffff:", 7) == 0 && strchr(s->client_ip, '.'))
+			memmove(s->client_ip, s->client_ip + 7, strlen(s->client_ip + 7) + 1);
+	}
+	if (s->client_ip[0] != '\0' && addr_parse_ip(s->client_ip, &s->client_addr) == 0)
+		s->has_client_addr = true;
+}
+
+void
+session_set_helo(struct session *s, const char *helo)
+{
+	free(s->helo);
+	s->helo = copy_field(helo);
+}
+
+char *
+session_strip_brackets(const char *addr)
+{
+	const char *p = addr != NULL ? addr : "";
+	size_t len;
+
+	while (*p == ' ')
+		p++;
+	len = strnlen(p, FIELD_MAX);
+	while (len > 0 && p[len - 1] == ' ')
+		len--;
+	if (len >= 2 && p[0] == '<' && p[len - 1] == '>') {
+		p++;
+		len -= 2;
+	}
+	return strndup(p, len);
+}
+
+static bool
+parse_size_param(const char *arg, uint64_t *out)
+{
+	uint64_t n = 0;
+	const char *p;
+
+	if (strncasecmp(arg, "SIZE=", 5) != 0 || !isdigit((unsigned char)arg[5]))
+		return false;
+	for (p = arg + 5; isdigit((unsigned char)*p); p++) {
+		if (n > (UINT64_MAX - 9) / 10)
+			return false;
+		n = n * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p != '\0')
+		return false;
+	*out = n;
+	return true;
+}
+
+void
+session_msg_start(struct session *s, const char *sender,
+    const char *const *esmtp_args, const char *sasl_user)
+{
+	session_msg_reset(s);
+	s->msg.active = true;
+	s->msg.sender = session_strip_brackets(sender);
+	s->msg.sasl_user = copy_field(sasl_user);
+	for (size_t i = 0; esmtp_args != NULL && esmtp_args[i] != NULL; i++)
+		if (parse_size_param(esmtp_args[i], &s->msg.declared_size))
+			s->msg.has_declared_size = true;
+}
+
+void
+session_set_rcpt(struct session *s, const char *rcpt)
+{
+	free(s->msg.rcpt);
+	s->msg.rcpt = session_strip_brackets(rcpt);
+}
+
+void
+session_set_queue_id(struct session *s, const char *qid)
+{
+	if (qid == NULL || qid[0] == '\0')
+		return;
+	/* Queue ids are short alphanumerics; anything else is shown sanitised. */
+	size_t i = 0;
+	for (; qid[i] != '\0' && i + 1 < sizeof(s->msg.queue_id); i++)
+		s->msg.queue_id[i] = isalnum((unsigned char)qid[i]) ? qid[i] : '_';
+	s->msg.queue_id[i] = '\0';
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * stats - per-policy outcome counters that operators read in Redis.
+ *
+ * Decisions add to in-memory atomic counters (no lock, no Redis round trip
+ * on the SMTP path).  stats_flush() sends what accumulated since the last
+ * flush as one pipeline of HINCRBY to <prefix>stats:<policy>, one command
+ * per non-zero field; the daemon calls it once a second from its own thread.
+ * If Redis is down the counts stay in memory and go out with the next
+ * successful flush, so no decision is lost from the statistics.
+ *
+ * Entries are created by name when a configuration loads and live until
+ * stats_reset(); a reload keeps a policy's pending counts.
+ */
+#ifndef PM_STATS_H
+#define PM_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+enum stats_field {
+	STATS_CHECKED,
+	STATS_REJECTED,
+	STATS_TEMPFAILED,
+	STATS_DISCARDED,
+	STATS_QUARANTINED,
+	STATS_ACCEPTED,
+	STATS_DRY_RUN,
+	STATS_REDIS_ERRORS,
+	STATS_NFIELDS
+};
+
+struct stats_entry;
+
+/* The entry for a policy name, created on first use; NULL only without memory. */
+struct stats_entry *stats_get(const char *policy);
+
+void stats_add(struct stats_entry *e, enum stats_field f, uint64_t n);
+
+/* Counts not yet flushed (for tests). */
+uint64_t stats_pending(const struct stats_entry *e, enum stats_field f);
+
+const char *stats_field_name(enum stats_field f);
+
+/*
+ * Send pending counts under prefix.  0 on success (or nothing to send); -1
+ * with err when Redis failed, in which case the counts are kept for later.
+ */
+int stats_flush(struct store *st, const char *prefix, char *err, size_t errlen);
+
+/* Forget every entry (tests, shutdown). */
+void stats_reset(void);
+
+#endif

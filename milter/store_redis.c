@@ -1,0 +1,917 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * store_redis - a bounded pool of hiredis connections with a circuit breaker.
+ *
+ * Every call takes one connection from the pool (opening it lazily, at most
+ * `pool` of them ever exist), sends its commands as argv vectors in one write,
+ * reads every reply, and puts the connection back.  A connection is only put
+ * back when it is clean: hiredis errors are sticky and a reply may still be in
+ * flight after a timeout, so a connection that saw any error is freed.
+ *
+ * Connecting means: connect with the connect timeout, set the command timeout
+ * (SO_RCVTIMEO/SO_SNDTIMEO; hiredis 0.14 does not), enable TCP keepalive, then
+ * AUTH and SELECT as argv commands.  A new context is made for every connect;
+ * redisReconnect is never used, so nothing can silently drop the timeout.
+ *
+ * Circuit breaker: three consecutive calls that failed to reach Redis
+ * (connect, AUTH/SELECT, I/O error, timeout; error replies do not count) open
+ * it.  While open, calls fail at once with "Redis circuit open".  When the
+ * open period (1 s, doubled after every failed probe, at most 30 s) has
+ * passed, exactly one caller is let through as a probe; its success closes
+ * the breaker, its failure starts a longer open period.
+ *
+ * Failure: functions return -1 or NULL with a reason in the caller's err.
+ * Nothing here is fatal.  The password is never logged nor put in err.
+ *
+ * Ownership: the store copies the options it keeps; replies belong to the
+ * caller (store_reply_free).  A struct store_script belongs to the caller and
+ * must outlive the calls that use it; the store only fills in its sha.
+ *
+ * Threads: one mutex guards the pool and the breaker; it is never held while
+ * talking to Redis or logging.  A connection is used by one thread at a time.
+ * Script SHAs are published once with release/acquire so that the hot path of
+ * store_eval reads them without a lock.
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "milter/log.h"
+#include "milter/store_redis.h"
+
+#define BREAKER_THRESHOLD	3	/* consecutive failed calls that open it */
+#define BREAKER_MIN_MS		1000
+#define BREAKER_MAX_MS		30000
+#define WARN_INTERVAL_S		10
+#define EVAL_STACK_ARGS		32	/* argv slots before store_eval mallocs */
+
+struct store {
+	char *address;		/* as configured; for messages */
+	char *path;		/* unix socket path, or NULL for TCP */
+	char host[INET6_ADDRSTRLEN];	/* numeric, without brackets */
+	int port;
+	int database;
+	char *username;
+	char *password;
+	struct timeval connect_tv;
+	struct timeval command_tv;
+	unsigned timeout_ms;
+	unsigned pool;
+
+	pthread_mutex_t lock;	/* guards everything below */
+	pthread_cond_t slot_cv;	/* an idle connection or a free slot appeared */
+	redisContext **idle;	/* nidle clean connections, used LIFO */
+	unsigned nidle;
+	unsigned nopen;		/* connections in use, idle or being opened */
+	unsigned long connects;
+
+	unsigned failures;	/* consecutive failed calls while closed */
+	bool open;		/* breaker open (or half-open while probing) */
+	bool probing;		/* one caller is testing Redis right now */
+	uint64_t open_until;	/* monotonic ms */
+	unsigned open_ms;	/* length of the current open period */
+};
+
+/* What a call learnt about Redis, for the breaker. */
+enum outcome {
+	CALL_OK,		/* Redis answered (possibly with an error reply) */
+	CALL_FAILED		/* Redis could not be reached or did not answer */
+};
+
+struct call {
+	redisContext *ctx;
+	bool probe;
+};
+
+/* One throttle for every Redis warning: a dead Redis must not flood the log. */
+static struct log_throttle redis_warn;
+
+/* Serialises writers of struct store_script; readers go lock-free. */
+static pthread_mutex_t script_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval
+ms_to_tv(unsigned ms)
+{
+	struct timeval tv;
+
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	return tv;
+}
+
+/* A decimal TCP port, 1..65535, and nothing after it. */
+static int
+parse_port(const char *s, int *port)
+{
+	long v = 0;
+
+	if (*s == '\0')
+		return -1;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (*s - '0');
+		if (v > 65535)
+			return -1;
+	}
+	if (v == 0)
+		return -1;
+	*port = (int)v;
+	return 0;
+}
+
+/*
+ * Split an address into a socket path or a numeric host and port.  Only IP
+ * literals are accepted: a host name would mean a DNS lookup inside an SMTP
+ * transaction, with its own unbounded latency and failure modes.
+ */
+static int
+parse_address(struct store *st, const char *addr, char *err, size_t errlen)
+{
+	const char *path = NULL, *hostp, *portp;
+	size_t hostlen;
+	unsigned char buf[sizeof(struct in6_addr)];
+	struct sockaddr_un sun;
+
+	if (addr == NULL || *addr == '\0') {
+		seterr(err, errlen, "empty Redis address");
+		return -1;
+	}
+	if (strncmp(addr, "unix:", 5) == 0)
+		path = addr + 5;
+	else if (addr[0] == '/')
+		path = addr;
+	if (path != NULL) {
+		if (path[0] != '/') {
+			seterr(err, errlen, "Redis address \"%s\": unix socket "
+			    "path must be absolute", addr);
+			return -1;
+		}
+		if (strlen(path) >= sizeof(sun.sun_path)) {
+			seterr(err, errlen, "Redis address \"%s\": unix socket "
+			    "path longer than %zu bytes", addr,
+			    sizeof(sun.sun_path) - 1);
+			return -1;
+		}
+		if ((st->path = strdup(path)) == NULL) {
+			seterr(err, errlen, "out of memory");
+			return -1;
+		}
+		return 0;
+	}
+
+	if (addr[0] == '[') {
+		const char *close = strchr(addr, ']');
+
+		if (close == NULL || close[1] != ':') {
+			seterr(err, errlen, "Redis address \"%s\": expected "
+			    "[IPv6]:port", addr);
+			return -1;
+		}
+		hostp = addr + 1;
+		hostlen = (size_t)(close - hostp);
+		portp = close + 2;
+	} else {
+		const char *colon = strrchr(addr, ':');
+
+		if (colon == NULL) {
+			seterr(err, errlen, "Redis address \"%s\": expected "
+			    "IP:port, [IPv6]:port or unix:/path", addr);
+			return -1;
+		}
+		hostp = addr;
+		hostlen = (size_t)(colon - hostp);
+		portp = colon + 1;
+		if (memchr(hostp, ':', hostlen) != NULL) {
+			seterr(err, errlen, "Redis address \"%s\": an IPv6 "
+			    "address must be written [IPv6]:port", addr);
+			return -1;
+		}
+	}
+	if (hostlen == 0 || hostlen >= sizeof(st->host)) {
+		seterr(err, errlen, "Redis address \"%s\": host must be an IP "
+		    "address (no DNS lookups at run time)", addr);
+		return -1;
+	}
+	memcpy(st->host, hostp, hostlen);
+	st->host[hostlen] = '\0';
+	if (inet_pton(addr[0] == '[' ? AF_INET6 : AF_INET, st->host, buf) != 1) {
+		seterr(err, errlen, "Redis address \"%s\": host must be an IP "
+		    "address (no DNS lookups at run time)", addr);
+		return -1;
+	}
+	if (parse_port(portp, &st->port) == -1) {
+		seterr(err, errlen, "Redis address \"%s\": port must be "
+		    "1..65535", addr);
+		return -1;
+	}
+	return 0;
+}
+
+static char *
+strdup_or_null(const char *s, bool *oom)
+{
+	char *p;
+
+	if (s == NULL)
+		return NULL;
+	if ((p = strdup(s)) == NULL)
+		*oom = true;
+	return p;
+}
+
+struct store *
+store_new(const struct store_options *opts, char *err, size_t errlen)
+{
+	struct store *st;
+	pthread_condattr_t ca;
+	struct sigaction sa;
+	bool oom = false;
+
+	if (opts == NULL) {
+		seterr(err, errlen, "no Redis options");
+		return NULL;
+	}
+	if (opts->pool < 1) {
+		seterr(err, errlen, "Redis pool must be at least 1");
+		return NULL;
+	}
+	if (opts->timeout_ms < 1) {
+		/* 0 would mean "block forever" to the socket layer. */
+		seterr(err, errlen, "Redis timeout must be at least 1 ms");
+		return NULL;
+	}
+	if (opts->database < 0) {
+		seterr(err, errlen, "Redis database must not be negative");
+		return NULL;
+	}
+	if (opts->username != NULL && opts->password == NULL) {
+		seterr(err, errlen, "Redis username given without a password");
+		return NULL;
+	}
+	if ((st = calloc(1, sizeof(*st))) == NULL) {
+		seterr(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (parse_address(st, opts->address, err, errlen) == -1)
+		goto err_nolock;
+	st->address = strdup_or_null(opts->address, &oom);
+	st->username = strdup_or_null(opts->username, &oom);
+	st->password = strdup_or_null(opts->password, &oom);
+	st->idle = calloc(opts->pool, sizeof(*st->idle));
+	if (oom || st->idle == NULL) {
+		seterr(err, errlen, "out of memory");
+		goto err_nolock;
+	}
+	st->database = opts->database;
+	/* An unset connect timeout falls back to the command timeout. */
+	st->connect_tv = ms_to_tv(opts->connect_timeout_ms != 0 ?
+	    opts->connect_timeout_ms : opts->timeout_ms);
+	st->command_tv = ms_to_tv(opts->timeout_ms);
+	st->timeout_ms = opts->timeout_ms;
+	st->pool = opts->pool;
+	st->open_ms = BREAKER_MIN_MS;
+
+	/* The pool wait must not jump when the wall clock is set. */
+	if (pthread_condattr_init(&ca) != 0) {
+		seterr(err, errlen, "pthread_condattr_init failed");
+		goto err_nolock;
+	}
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&st->slot_cv, &ca) != 0) {
+		pthread_condattr_destroy(&ca);
+		seterr(err, errlen, "pthread_cond_init failed");
+		goto err_nolock;
+	}
+	pthread_condattr_destroy(&ca);
+	if (pthread_mutex_init(&st->lock, NULL) != 0) {
+		pthread_cond_destroy(&st->slot_cv);
+		seterr(err, errlen, "pthread_mutex_init failed");
+		goto err_nolock;
+	}
+
+	/*
+	 * hiredis writes with write(), not send(MSG_NOSIGNAL): a Redis that
+	 * closed the connection would kill the daemon with SIGPIPE.  libmilter
+	 * ignores SIGPIPE in smfi_main, but a store must be safe without it.
+	 */
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+		sa.sa_handler = SIG_IGN;
+		sigaction(SIGPIPE, &sa, NULL);
+	}
+	return st;
+
+err_nolock:
+	free(st->idle);
+	if (st->password != NULL)
+		explicit_bzero(st->password, strlen(st->password));
+	free(st->password);
+	free(st->username);
+	free(st->address);
+	free(st->path);
+	free(st);
+	return NULL;
+}
+
+void
+store_free(struct store *st)
+{
+	unsigned i;
+
+	if (st == NULL)
+		return;
+	for (i = 0; i < st->nidle; i++)
+		redisFree(st->idle[i]);
+	free(st->idle);
+	pthread_mutex_destroy(&st->lock);
+	pthread_cond_destroy(&st->slot_cv);
+	if (st->password != NULL)
+		explicit_bzero(st->password, strlen(st->password));
+	free(st->password);
+	free(st->username);
+	free(st->address);
+	free(st->path);
+	free(st);
+}
+
+void
+store_reply_free(redisReply *r)
+{
+	if (r != NULL)
+		freeReplyObject(r);
+}
+
+/*
+ * Describe a context error.  errno is taken from the caller right after the
+ * failing hiredis call: a blocking read that hit SO_RCVTIMEO reports EAGAIN,
+ * which hiredis words as "Resource temporarily unavailable".
+ */
+static void
+ctx_error(const struct store *st, const redisContext *c, int saved_errno,
+    const char *what, char *err, size_t errlen)
+{
+	if (c->err == REDIS_ERR_IO &&
+	    (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK))
+		seterr(err, errlen, "Redis %s: %s: timeout after %u ms",
+		    st->address, what, st->timeout_ms);
+	else
+		seterr(err, errlen, "Redis %s: %s: %s", st->address, what,
+		    c->errstr[0] != '\0' ? c->errstr : "I/O error");
+}
+
+/*
+ * Run one setup command (AUTH, SELECT) on a fresh connection.  Any error
+ * makes the connection unusable for us, so both an I/O error and an error
+ * reply fail.  name is what err shows: never the arguments (the password).
+ */
+static int
+setup_command(const struct store *st, redisContext *c, const char *name,
+    int argc, const char **argv, char *err, size_t errlen)
+{
+	redisReply *r;
+	int rc = -1;
+
+	r = redisCommandArgv(c, argc, argv, NULL);
+	if (r == NULL) {
+		ctx_error(st, c, errno, name, err, errlen);
+		return -1;
+	}
+	if (r->type == REDIS_REPLY_ERROR)
+		seterr(err, errlen, "Redis %s: %s failed: %.*s", st->address,
+		    name, (int)r->len, r->str);
+	else if (r->type == REDIS_REPLY_STATUS)
+		rc = 0;
+	else
+		seterr(err, errlen, "Redis %s: %s: unexpected reply type %d",
+		    st->address, name, r->type);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* Open and prepare one connection; NULL with err filled on failure. */
+static redisContext *
+conn_open(struct store *st, char *err, size_t errlen)
+{
+	redisContext *c;
+
+	if (st->path != NULL)
+		c = redisConnectUnixWithTimeout(st->path, st->connect_tv);
+	else
+		c = redisConnectWithTimeout(st->host, st->port, st->connect_tv);
+	if (c == NULL) {
+		seterr(err, errlen, "Redis %s: cannot allocate a context",
+		    st->address);
+		return NULL;
+	}
+	if (c->err != 0) {
+		seterr(err, errlen, "Redis %s: connect: %s", st->address,
+		    c->errstr);
+		goto err;
+	}
+	/* redisConnectWithTimeout bounds connect() only. */
+	if (redisSetTimeout(c, st->command_tv) != REDIS_OK) {
+		ctx_error(st, c, errno, "setting the timeout", err, errlen);
+		goto err;
+	}
+	/* Notice a Redis host that vanished without a FIN. */
+	if (st->path == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
+		ctx_error(st, c, errno, "enabling keepalive", err, errlen);
+		goto err;
+	}
+	if (st->password != NULL) {
+		const char *argv[3];
+		int argc = 0;
+
+		argv[argc++] = "AUTH";
+		if (st->username != NULL)
+			argv[argc++] = st->username;
+		argv[argc++] = st->password;
+		if (setup_command(st, c, "AUTH", argc, argv, err, errlen) == -1)
+			goto err;
+	}
+	if (st->database != 0) {
+		char db[16], name[32];
+		const char *argv[2] = { "SELECT", db };
+
+		snprintf(db, sizeof(db), "%d", st->database);
+		snprintf(name, sizeof(name), "SELECT %d", st->database);
+		if (setup_command(st, c, name, 2, argv, err, errlen) == -1)
+			goto err;
+	}
+	return c;
+
+err:
+	redisFree(c);
+	return NULL;
+}
+
+/*
+ * An idle connection has nothing to read.  If poll says otherwise, Redis
+ * closed it (restart, idle timeout, CLIENT KILL): drop it now rather than
+ * fail the caller's command, which a reused connection cannot safely retry.
+ */
+static bool
+conn_stale(const redisContext *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+
+	return poll(&pfd, 1, 0) != 0;
+}
+
+static void call_end(struct store *st, struct call *call, enum outcome o,
+    const char *why);
+
+/*
+ * Admit a call through the breaker and give it a connection.  On failure
+ * returns -1 with err filled; the breaker has then been told already.
+ */
+static int
+call_begin(struct store *st, struct call *call, char *err, size_t errlen)
+{
+	struct timespec deadline;
+	redisContext *c = NULL;
+	uint64_t end;
+	int rc = 0;
+
+	call->ctx = NULL;
+	call->probe = false;
+	pthread_mutex_lock(&st->lock);
+	if (st->open) {
+		if (st->probing || now_ms() < st->open_until) {
+			pthread_mutex_unlock(&st->lock);
+			seterr(err, errlen, "Redis circuit open");
+			return -1;
+		}
+		st->probing = true;
+		call->probe = true;
+	}
+	if (st->nidle == 0 && st->nopen >= st->pool) {
+		end = now_ms() + st->timeout_ms;
+		deadline.tv_sec = (time_t)(end / 1000);
+		deadline.tv_nsec = (long)(end % 1000) * 1000000L;
+		while (st->nidle == 0 && st->nopen >= st->pool && rc == 0)
+			rc = pthread_cond_timedwait(&st->slot_cv, &st->lock,
+			    &deadline);
+		if (st->nidle == 0 && st->nopen >= st->pool) {
+			/* Says nothing about Redis: leave the breaker alone. */
+			if (call->probe)
+				st->probing = false;
+			pthread_mutex_unlock(&st->lock);
+			seterr(err, errlen, "Redis %s: no free Redis connection "
+			    "within %u ms", st->address, st->timeout_ms);
+			return -1;
+		}
+	}
+	if (st->nidle > 0)
+		c = st->idle[--st->nidle];
+	else
+		st->nopen++;	/* reserve the slot we are about to fill */
+	pthread_mutex_unlock(&st->lock);
+
+	if (c != NULL && conn_stale(c)) {
+		redisFree(c);	/* its slot stays reserved for us */
+		c = NULL;
+	}
+	if (c == NULL) {
+		c = conn_open(st, err, errlen);
+		if (c == NULL) {
+			call_end(st, call, CALL_FAILED, err);
+			return -1;
+		}
+		pthread_mutex_lock(&st->lock);
+		st->connects++;
+		pthread_mutex_unlock(&st->lock);
+	}
+	call->ctx = c;
+	return 0;
+}
+
+/*
+ * Return the connection (or free it if it saw an error) and tell the
+ * breaker how the call went.  why is the error text for the log.
+ */
+static void
+call_end(struct store *st, struct call *call, enum outcome o, const char *why)
+{
+	redisContext *dead = NULL;
+	bool went_down = false, still_down = false, back = false;
+	unsigned open_ms = 0;
+
+	pthread_mutex_lock(&st->lock);
+	if (call->ctx != NULL && o == CALL_OK && call->ctx->err == 0) {
+		st->idle[st->nidle++] = call->ctx;
+	} else {
+		dead = call->ctx;
+		st->nopen--;
+	}
+	pthread_cond_signal(&st->slot_cv);
+
+	if (o == CALL_OK) {
+		st->failures = 0;
+		if (st->open) {
+			/* The probe, or a call admitted before it opened. */
+			st->open = false;
+			st->open_ms = BREAKER_MIN_MS;
+			back = true;
+		}
+	} else if (st->open) {
+		/* Failures of calls admitted before it opened change nothing. */
+		if (call->probe) {
+			st->open_ms = st->open_ms * 2 > BREAKER_MAX_MS ?
+			    BREAKER_MAX_MS : st->open_ms * 2;
+			st->open_until = now_ms() + st->open_ms;
+			still_down = true;
+			open_ms = st->open_ms;
+		}
+	} else if (++st->failures >= BREAKER_THRESHOLD) {
+		st->open = true;
+		st->failures = 0;
+		st->open_until = now_ms() + st->open_ms;
+		went_down = true;
+		open_ms = st->open_ms;
+	}
+	if (call->probe)
+		st->probing = false;
+	pthread_mutex_unlock(&st->lock);
+
+	call->ctx = NULL;
+	if (dead != NULL)
+		redisFree(dead);
+	if (went_down || still_down) {
+		/* why is only meaningful after a failure: read it only then. */
+		size_t alen = strlen(st->address);
+
+		if (why == NULL)
+			why = "";
+		/* err starts "Redis <address>: "; the log line names it once. */
+		if (strncmp(why, "Redis ", 6) == 0 &&
+		    strncmp(why + 6, st->address, alen) == 0 &&
+		    strncmp(why + 6 + alen, ": ", 2) == 0)
+			why += 6 + alen + 2;
+	}
+	if (went_down)
+		log_ratelimited(&redis_warn, WARN_INTERVAL_S, LOG_WARNING,
+		    "Redis is down: address=%s error=\"%s\" retry_in_ms=%u",
+		    st->address, why, open_ms);
+	else if (still_down)
+		log_ratelimited(&redis_warn, WARN_INTERVAL_S, LOG_WARNING,
+		    "Redis is still down: address=%s error=\"%s\" "
+		    "retry_in_ms=%u", st->address, why, open_ms);
+	else if (back)
+		log_msg(LOG_NOTICE, "Redis is back: address=%s", st->address);
+}
+
+/*
+ * Send ncmds commands in one write and read every reply.  On an I/O error
+ * frees what was read, clears replies and returns -1; the context then has
+ * err set, so call_end drops it.
+ */
+static int
+run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
+    const struct store_cmd *cmds, redisReply **replies, char *err,
+    size_t errlen)
+{
+	size_t i, got;
+	void *r;
+
+	for (i = 0; i < ncmds; i++) {
+		if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv,
+		    cmds[i].argvlen) != REDIS_OK) {
+			ctx_error(st, c, errno, "sending", err, errlen);
+			if (c->err == 0)	/* keep the half-built buffer out of the pool */
+				c->err = REDIS_ERR_OTHER;
+			return -1;
+		}
+	}
+	for (got = 0; got < ncmds; got++) {
+		if (redisGetReply(c, &r) != REDIS_OK || r == NULL) {
+			ctx_error(st, c, errno, "reading reply", err, errlen);
+			if (c->err == 0)
+				c->err = REDIS_ERR_OTHER;
+			for (i = 0; i < got; i++) {
+				freeReplyObject(replies[i]);
+				replies[i] = NULL;
+			}
+			return -1;
+		}
+		replies[got] = r;
+	}
+	return 0;
+}
+
+int
+store_pipeline(struct store *st, size_t ncmds, const struct store_cmd *cmds,
+    redisReply **replies, char *err, size_t errlen)
+{
+	char local[256];
+	struct call call;
+	size_t i;
+	int rc;
+
+	if (err == NULL || errlen == 0) {	/* the log still wants a reason */
+		err = local;
+		errlen = sizeof(local);
+	}
+	for (i = 0; i < ncmds; i++)
+		replies[i] = NULL;
+	if (ncmds == 0)
+		return 0;
+	for (i = 0; i < ncmds; i++) {
+		if (cmds[i].argc < 1 || cmds[i].argv == NULL) {
+			seterr(err, errlen, "Redis command %zu is empty", i);
+			return -1;
+		}
+	}
+	if (call_begin(st, &call, err, errlen) == -1)
+		return -1;
+	rc = run_pipeline(st, call.ctx, ncmds, cmds, replies, err, errlen);
+	call_end(st, &call, rc == 0 ? CALL_OK : CALL_FAILED, err);
+	return rc;
+}
+
+redisReply *
+store_command(struct store *st, int argc, const char **argv,
+    const size_t *argvlen, char *err, size_t errlen)
+{
+	struct store_cmd cmd = { argc, argv, argvlen };
+	redisReply *r;
+
+	if (store_pipeline(st, 1, &cmd, &r, err, errlen) == -1)
+		return NULL;
+	return r;
+}
+
+/* Publish a SHA once; it never changes afterwards, so readers need no lock. */
+static void
+script_publish(struct store_script *script, const char *sha)
+{
+	pthread_mutex_lock(&script_lock);
+	if (!__atomic_load_n(&script->loaded, __ATOMIC_ACQUIRE)) {
+		memcpy(script->sha, sha, 41);
+		__atomic_store_n(&script->loaded, 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&script_lock);
+}
+
+/*
+ * SCRIPT LOAD on c.  Returns 0 with sha filled, 1 with *errreply set when
+ * Redis refused the script (handed to the caller as the result), -1 with
+ * *io set on an I/O error, or -1 with err filled on a nonsensical reply.
+ */
+static int
+script_load(const struct store *st, redisContext *c,
+    struct store_script *script, char sha[41], redisReply **errreply,
+    bool *io, char *err, size_t errlen)
+{
+	const char *argv[3] = { "SCRIPT", "LOAD", script->body };
+	size_t argvlen[3] = { 6, 4, strlen(script->body) };
+	struct store_cmd cmd = { 3, argv, argvlen };
+	redisReply *r;
+
+	if (run_pipeline(st, c, 1, &cmd, &r, err, errlen) == -1) {
+		*io = true;
+		return -1;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		*errreply = r;
+		return 1;
+	}
+	if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+		seterr(err, errlen, "Redis %s: SCRIPT LOAD: unexpected reply "
+		    "type %d", st->address, r->type);
+		freeReplyObject(r);
+		return -1;
+	}
+	memcpy(sha, r->str, 40);
+	sha[40] = '\0';
+	freeReplyObject(r);
+	script_publish(script, sha);
+	return 0;
+}
+
+static bool
+is_noscript(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
+	    strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/* The body of store_eval, on one connection; *io tells the breaker. */
+static redisReply *
+eval_on(const struct store *st, redisContext *c, struct store_script *script,
+    int nkeys, const char **keys, const size_t *keylens,
+    int nargs, const char **args, const size_t *arglens,
+    bool *io, char *err, size_t errlen)
+{
+	const char *sargv[EVAL_STACK_ARGS], **argv = sargv;
+	size_t sargvlen[EVAL_STACK_ARGS], *argvlen = sargvlen;
+	size_t n = 3 + (size_t)nkeys + (size_t)nargs;
+	struct store_cmd cmd;
+	redisReply *r = NULL;
+	char sha[41], nk[16];
+	int i, attempt;
+
+	if (__atomic_load_n(&script->loaded, __ATOMIC_ACQUIRE)) {
+		memcpy(sha, script->sha, sizeof(sha));
+	} else {
+		switch (script_load(st, c, script, sha, &r, io, err, errlen)) {
+		case 0:
+			break;
+		case 1:
+			return r;
+		default:
+			return NULL;
+		}
+	}
+	if (n > EVAL_STACK_ARGS) {
+		argv = malloc(n * sizeof(*argv));
+		argvlen = malloc(n * sizeof(*argvlen));
+		if (argv == NULL || argvlen == NULL) {
+			seterr(err, errlen, "out of memory");
+			r = NULL;
+			goto out;
+		}
+	}
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	argvlen[0] = 7;
+	argv[1] = sha;
+	argvlen[1] = 40;
+	argv[2] = nk;
+	argvlen[2] = strlen(nk);
+	for (i = 0; i < nkeys; i++) {
+		argv[3 + i] = keys[i];
+		argvlen[3 + i] = keylens != NULL ? keylens[i] : strlen(keys[i]);
+	}
+	for (i = 0; i < nargs; i++) {
+		argv[3 + nkeys + i] = args[i];
+		argvlen[3 + nkeys + i] = arglens != NULL ? arglens[i] :
+		    strlen(args[i]);
+	}
+	cmd.argc = (int)n;
+	cmd.argv = argv;
+	cmd.argvlen = argvlen;
+
+	/* NOSCRIPT: Redis restarted or SCRIPT FLUSH; load again, retry once. */
+	for (attempt = 0; attempt < 2; attempt++) {
+		if (run_pipeline(st, c, 1, &cmd, &r, err, errlen) == -1) {
+			*io = true;
+			r = NULL;
+			goto out;
+		}
+		if (attempt == 1 || !is_noscript(r))
+			goto out;
+		freeReplyObject(r);
+		r = NULL;
+		switch (script_load(st, c, script, sha, &r, io, err, errlen)) {
+		case 0:
+			break;
+		case 1:
+			goto out;
+		default:
+			r = NULL;
+			goto out;
+		}
+	}
+out:
+	if (argv != sargv)
+		free(argv);
+	if (argvlen != sargvlen)
+		free(argvlen);
+	return r;
+}
+
+redisReply *
+store_eval(struct store *st, struct store_script *script,
+    int nkeys, const char **keys, const size_t *keylens,
+    int nargs, const char **args, const size_t *arglens,
+    char *err, size_t errlen)
+{
+	char local[256];
+	struct call call;
+	redisReply *r;
+	bool io = false;
+
+	if (err == NULL || errlen == 0) {
+		err = local;
+		errlen = sizeof(local);
+	}
+	if (script == NULL || script->body == NULL || nkeys < 0 || nargs < 0 ||
+	    (nkeys > 0 && keys == NULL) || (nargs > 0 && args == NULL)) {
+		seterr(err, errlen, "bad arguments to store_eval");
+		return NULL;
+	}
+	if (call_begin(st, &call, err, errlen) == -1)
+		return NULL;
+	r = eval_on(st, call.ctx, script, nkeys, keys, keylens, nargs, args,
+	    arglens, &io, err, errlen);
+	/*
+	 * A nonsensical reply to SCRIPT LOAD is not an I/O error but leaves
+	 * nothing to trust on this connection: drop it without blaming Redis
+	 * availability.
+	 */
+	if (r == NULL && !io && call.ctx->err == 0)
+		call.ctx->err = REDIS_ERR_OTHER;
+	call_end(st, &call, io ? CALL_FAILED : CALL_OK, err);
+	return r;
+}
+
+bool
+store_is_down(struct store *st)
+{
+	bool down;
+
+	pthread_mutex_lock(&st->lock);
+	down = st->open;
+	pthread_mutex_unlock(&st->lock);
+	return down;
+}
+
+unsigned long
+store_connects(struct store *st)
+{
+	unsigned long n;
+
+	pthread_mutex_lock(&st->lock);
+	n = st->connects;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}

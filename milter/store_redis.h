@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * store_redis - the only way policy-milter talks to Redis.
+ *
+ * A store is a bounded pool of hiredis connections to one Redis server, shared
+ * by every thread.  Every command is sent as an argv vector (never as text
+ * built from network data).  Connect and command timeouts are applied after
+ * every connect and reconnect (hiredis 0.14 drops the command timeout on
+ * redisReconnect), followed by AUTH and SELECT.
+ *
+ * Failure: a command that fails (connection refused, timeout, protocol or
+ * server error) returns -1 with the reason in err.  After a run of failed
+ * connections a circuit breaker opens and calls fail at once with
+ * "circuit open" until a probe succeeds, so a dead Redis costs the MTA
+ * nothing but the first timeouts.  A connection that saw an error is closed,
+ * never returned to the pool.  Warnings about Redis are logged at most once
+ * per 10 s.
+ *
+ * Ownership: replies handed out are the caller's, freed with
+ * store_reply_free().  Threads: all functions are thread-safe; a store must
+ * outlive every call on it.
+ */
+#ifndef PM_STORE_REDIS_H
+#define PM_STORE_REDIS_H
+
+#include <stddef.h>
+#include <stdbool.h>
+#include <hiredis/hiredis.h>
+
+struct store;
+
+struct store_options {
+	const char *address;       /* "unix:/path", "/path", "127.0.0.1:6379", "[::1]:6379" */
+	int database;              /* SELECT n when n != 0 */
+	const char *username;      /* Redis 6 ACL user, or NULL */
+	const char *password;      /* or NULL; never logged */
+	unsigned connect_timeout_ms;
+	unsigned timeout_ms;       /* per command; also the wait for a free pool slot */
+	unsigned pool;             /* maximum number of connections, >= 1 */
+};
+
+/* One command of a pipeline: argc arguments with explicit lengths (binary safe). */
+struct store_cmd {
+	int argc;
+	const char **argv;
+	const size_t *argvlen;
+};
+
+/* A Lua script known by its body; the store caches its SHA1 after SCRIPT LOAD. */
+struct store_script {
+	const char *body;
+	char sha[41];              /* filled by the store; zero-initialise */
+	int loaded;                /* internal */
+};
+
+/*
+ * Create a store.  No connection is made yet (the first command connects), so
+ * a daemon starts even while Redis is down.  Returns NULL with err filled on
+ * a bad address or option.
+ */
+struct store *store_new(const struct store_options *opts, char *err, size_t errlen);
+
+/* Close every connection and free the store; accepts NULL. */
+void store_free(struct store *st);
+
+/*
+ * Send ncmds commands in one round trip and wait for all replies.  On success
+ * returns 0 and replies[i] holds each reply (a reply may itself be of type
+ * REDIS_REPLY_ERROR: that is a per-command result, not a failure of the
+ * call).  On failure returns -1, sets every replies[i] to NULL and fills err.
+ */
+int store_pipeline(struct store *st, size_t ncmds, const struct store_cmd *cmds,
+    redisReply **replies, char *err, size_t errlen);
+
+/* One command; same rules as store_pipeline with ncmds = 1. */
+redisReply *store_command(struct store *st, int argc, const char **argv,
+    const size_t *argvlen, char *err, size_t errlen);
+
+/*
+ * EVALSHA script with nkeys keys followed by nargs args (all binary safe);
+ * loads the script on first use and again on a NOSCRIPT reply (Redis restarted
+ * or SCRIPT FLUSH), then retries once.  Returns the reply (which may be an
+ * error reply raised by the script) or NULL with err filled.
+ */
+redisReply *store_eval(struct store *st, struct store_script *script,
+    int nkeys, const char **keys, const size_t *keylens,
+    int nargs, const char **args, const size_t *arglens,
+    char *err, size_t errlen);
+
+void store_reply_free(redisReply *r);
+
+/* Is the circuit breaker open right now (Redis considered down)? */
+bool store_is_down(struct store *st);
+
+/* Counters for tests and the benchmark: connections opened so far, commands sent. */
+unsigned long store_connects(struct store *st);
+
+#endif

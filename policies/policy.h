@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * policy - the one interface every policy type implements.
+ *
+ * A policy type is a table (struct policy_type): the SMTP stages at which it
+ * may decide, the settings it takes (struct policy_field, parsed and
+ * range-checked by the configuration loader), and a check function that
+ * looks at the message so far and says whether the policy is hit.  What
+ * happens on a hit (action, reply, dry run, statistics, logging) is the
+ * engine's business, the same for every type.
+ *
+ * Policies never include libmilter: they see the message through struct
+ * policy_msg, so that unit tests can drive them directly.
+ *
+ * Threads: check functions are called concurrently for different
+ * connections; the policy and its settings are read-only after loading.
+ */
+#ifndef PM_POLICY_H
+#define PM_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* SMTP stages in the order the MTA reports them. */
+enum policy_stage {
+	POLICY_CONNECT,
+	POLICY_HELO,
+	POLICY_MAIL,
+	POLICY_RCPT,
+	POLICY_HEADER,
+	POLICY_BODY,
+	POLICY_EOM,
+	POLICY_NSTAGES
+};
+#define POLICY_STAGE(s) (1u << (s))
+
+enum policy_action {
+	POLICY_NONE = 0,        /* not decisive: go on with the next policy */
+	POLICY_ACCEPT,
+	POLICY_REJECT,
+	POLICY_TEMPFAIL,
+	POLICY_DISCARD,
+	POLICY_QUARANTINE,
+};
+
+/* The message as far as the MTA has shown it.  Strings are never NULL. */
+struct policy_msg {
+	const char *client_ip;     /* "" when the MTA gave none */
+	const char *helo;
+	const char *sender;        /* envelope sender without <>; "" is the null sender */
+	const char *rcpt;          /* the recipient being decided (RCPT stage), else "" */
+	const char *sasl_user;     /* "" when not authenticated */
+	uint64_t declared_size;    /* SIZE= of MAIL FROM */
+	bool has_declared_size;
+	uint64_t size;             /* header and body octets seen so far; final at EOM */
+	unsigned rcpts;            /* recipients accepted before this one */
+};
+
+/* What a hit reports for the reply template (${limit} ...). */
+struct policy_hit {
+	uint64_t limit;
+	bool limit_is_size;        /* format ${limit} as a size ("25M") */
+};
+
+/* Kinds of setting a policy type may declare. */
+enum policy_field_kind {
+	PF_INT,        /* long long, within [min, max] */
+	PF_SIZE,       /* uint64_t bytes: integer or "25M" */
+	PF_DURATION,   /* uint64_t milliseconds: integer seconds or "10m" */
+	PF_BOOL,       /* bool */
+	PF_STRING,     /* char *, owned by the settings struct */
+};
+
+struct policy_field {
+	const char *name;
+	enum policy_field_kind kind;
+	size_t offset;             /* into the type's settings struct */
+	long long min, max;        /* for PF_INT, PF_SIZE, PF_DURATION (max 0: none) */
+	bool required;
+};
+
+struct policy_type {
+	const char *name;                       /* the config's type = "..." */
+	unsigned stages;                        /* POLICY_STAGE() bits where check may decide */
+	unsigned needs;                         /* stages whose data it reads (counts, bytes) */
+	size_t settings_size;                   /* zeroed, then filled from fields */
+	const struct policy_field *fields;      /* terminated by { NULL } */
+	/* Cross-field checks after parsing; 0, or -1 with why.  May be NULL. */
+	int (*validate)(void *settings, char *why, size_t whylen);
+	/* Free what validate or the strings allocated (not the struct).  May be NULL. */
+	void (*free_settings)(void *settings);
+	/* true when the policy is hit at this stage (fills hit). */
+	bool (*check)(const void *settings, enum policy_stage stage,
+	    const struct policy_msg *msg, struct policy_hit *hit);
+	const char *default_reject;             /* reply when none is configured */
+	const char *default_tempfail;
+};
+
+/* Every policy type, terminated by NULL (policies/registry.c). */
+extern const struct policy_type *const policy_types[];
+const struct policy_type *policy_type_find(const char *name);
+
+extern const struct policy_type policy_type_size;
+extern const struct policy_type policy_type_recipients;
+
+const char *policy_stage_name(enum policy_stage stage);
+const char *policy_action_name(enum policy_action action);
+
+#endif
