@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +64,8 @@ usage(FILE *fp)
 	    "  -V          print the version and exit\n"
 	    "  -h, --help  this text\n"
 	    "\n"
+	    "Exit status: 0 after a clean stop, 78 (EX_CONFIG) when the configuration\n"
+	    "has errors, 1 on other failures.\n"
 	    "Signals: SIGUSR1 reloads the configuration (a broken file is logged and\n"
 	    "the old configuration stays), SIGTERM stops.\n", DEFAULT_CONFIG);
 }
@@ -271,7 +274,7 @@ main(int argc, char **argv)
 	c = cfg_load(config_path, NULL, foreground ? report_stderr : report_log, NULL);
 	if (c == NULL) {
 		log_msg(LOG_ERR, "%s: configuration has errors; not starting", config_path);
-		return 1;
+		return EX_CONFIG;
 	}
 	cfg_install(c);
 

@@ -40,15 +40,16 @@ static const int standard_codes[] = {
 
 /* Codes seen in the wild that no RFC defines, and what means the same. */
 static const struct { int code, standard; } nonstandard_codes[] = {
+	{ 420, 451 },   /* "timeout / connection problem" */
 	{ 422, 452 },   /* "mailbox full": insufficient storage */
 	{ 431, 452 },   /* "out of memory/disk" */
 	{ 441, 451 }, { 442, 451 }, { 446, 451 }, { 447, 451 }, { 449, 451 },
-	{ 471, 451 },   /* "local policy / spam filter error" */
+	{ 471, 450 },   /* "local policy / spam filter" */
 	{ 510, 550 }, { 511, 550 }, { 512, 550 }, { 513, 553 }, { 515, 553 },
 	{ 517, 550 },
 	{ 523, 552 },   /* "message too big" */
+	{ 525, 550 },   /* "account disabled" */
 	{ 531, 554 }, { 541, 550 }, { 542, 550 }, { 543, 550 },
-	{ 570, 550 }, { 571, 550 }, { 572, 550 },
 	{ 0, 0 },
 };
 

@@ -52,11 +52,11 @@
 #include "milter/log.h"
 #include "milter/store_redis.h"
 
-#define BREAKER_THRESHOLD	3	/* consecutive failed calls that open it */
+#define BREAKER_THRESHOLD	3	/* consecutive failures that open it */
 #define BREAKER_MIN_MS		1000
 #define BREAKER_MAX_MS		30000
 #define WARN_INTERVAL_S		10
-#define EVAL_STACK_ARGS		32	/* argv slots before store_eval mallocs */
+#define EVAL_STACK_ARGS		32	/* store_eval argv before malloc */
 
 struct store {
 	char *address;		/* as configured; for messages */
@@ -72,10 +72,10 @@ struct store {
 	unsigned pool;
 
 	pthread_mutex_t lock;	/* guards everything below */
-	pthread_cond_t slot_cv;	/* an idle connection or a free slot appeared */
+	pthread_cond_t slot_cv;	/* a connection or a slot came free */
 	redisContext **idle;	/* nidle clean connections, used LIFO */
 	unsigned nidle;
-	unsigned nopen;		/* connections in use, idle or being opened */
+	unsigned nopen;		/* in use, idle or being opened */
 	unsigned long connects;
 
 	unsigned failures;	/* consecutive failed calls while closed */
@@ -87,8 +87,8 @@ struct store {
 
 /* What a call learnt about Redis, for the breaker. */
 enum outcome {
-	CALL_OK,		/* Redis answered (possibly with an error reply) */
-	CALL_FAILED		/* Redis could not be reached or did not answer */
+	CALL_OK,	/* Redis answered (maybe with an error reply) */
+	CALL_FAILED	/* Redis could not be reached or did not answer */
 };
 
 struct call {
@@ -506,10 +506,7 @@ static void call_end(struct store *st, struct call *call, enum outcome o,
 static int
 call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 {
-	struct timespec deadline;
 	redisContext *c = NULL;
-	uint64_t end;
-	int rc = 0;
 
 	call->ctx = NULL;
 	call->probe = false;
@@ -524,7 +521,10 @@ call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 		call->probe = true;
 	}
 	if (st->nidle == 0 && st->nopen >= st->pool) {
-		end = now_ms() + st->timeout_ms;
+		uint64_t end = now_ms() + st->timeout_ms;
+		struct timespec deadline;
+		int rc = 0;
+
 		deadline.tv_sec = (time_t)(end / 1000);
 		deadline.tv_nsec = (long)(end % 1000) * 1000000L;
 		while (st->nidle == 0 && st->nopen >= st->pool && rc == 0)
@@ -656,7 +656,8 @@ run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
 		if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv,
 		    cmds[i].argvlen) != REDIS_OK) {
 			ctx_error(st, c, errno, "sending", err, errlen);
-			if (c->err == 0)	/* keep the half-built buffer out of the pool */
+			/* A half-built output buffer must not go back. */
+			if (c->err == 0)
 				c->err = REDIS_ERR_OTHER;
 			return -1;
 		}
@@ -686,7 +687,8 @@ store_pipeline(struct store *st, size_t ncmds, const struct store_cmd *cmds,
 	size_t i;
 	int rc;
 
-	if (err == NULL || errlen == 0) {	/* the log still wants a reason */
+	/* Even a caller that wants no reason: the log does. */
+	if (err == NULL || errlen == 0) {
 		err = local;
 		errlen = sizeof(local);
 	}

@@ -16,6 +16,12 @@
  * never returned to the pool.  Warnings about Redis are logged at most once
  * per 10 s.
  *
+ * Timeouts bound each socket read and write, not a whole call: a pipeline
+ * whose replies trickle in may take a multiple of timeout_ms.  Length arrays
+ * (argvlen, keylens, arglens) may be NULL, and strlen() is used.  The store
+ * sets SIGPIPE to ignored if it is at its default: hiredis writes with
+ * write(), and a Redis that closed the socket must not kill the daemon.
+ *
  * Ownership: replies handed out are the caller's, freed with
  * store_reply_free().  Threads: all functions are thread-safe; a store must
  * outlive every call on it.
@@ -50,7 +56,7 @@ struct store_cmd {
 struct store_script {
 	const char *body;
 	char sha[41];              /* filled by the store; zero-initialise */
-	int loaded;                /* internal */
+	int loaded;                /* internal: the store's, read atomically */
 };
 
 /*
@@ -89,10 +95,11 @@ redisReply *store_eval(struct store *st, struct store_script *script,
 
 void store_reply_free(redisReply *r);
 
-/* Is the circuit breaker open right now (Redis considered down)? */
+/* Is the circuit breaker open right now (Redis considered down)?  Also true
+ * while one caller probes whether Redis is back. */
 bool store_is_down(struct store *st);
 
-/* Counters for tests and the benchmark: connections opened so far, commands sent. */
+/* Connections opened so far (for tests and benchmarks). */
 unsigned long store_connects(struct store *st);
 
 #endif

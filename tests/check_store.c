@@ -17,6 +17,7 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <check.h>
@@ -152,16 +153,16 @@ redis_ready(const struct instance *in, unsigned wait_ms)
 static void
 redis_start(struct instance *in)
 {
-	char cmd[2048];
+	char sh[2048];
 
-	snprintf(cmd, sizeof(cmd),
+	snprintf(sh, sizeof(sh),
 	    "redis-server --port %d %s --unixsocket %s --save '' "
 	    "--appendonly no --daemonize yes --pidfile %s --dir %s "
 	    "--logfile %s/%s.log --enable-debug-command local %s",
 	    in->port, in->port != 0 ? "--bind 127.0.0.1 -::1" : "",
 	    in->sock, in->pid, tmpdir, tmpdir, in->name, in->extra);
-	if (system(cmd) != 0 || !redis_ready(in, 5000)) {
-		fprintf(stderr, "cannot start redis %s: %s\n", in->name, cmd);
+	if (system(sh) != 0 || !redis_ready(in, 5000)) {
+		fprintf(stderr, "cannot start redis %s: %s\n", in->name, sh);
 		exit(2);
 	}
 }
@@ -170,15 +171,15 @@ redis_start(struct instance *in)
 static void
 redis_stop(const struct instance *in)
 {
-	char cmd[1024];
+	char sh[1024];
 	double end = now_ms() + 3000;
 
-	snprintf(cmd, sizeof(cmd), "redis-cli -s %s %s%s%s --no-auth-warning "
+	snprintf(sh, sizeof(sh), "redis-cli -s %s %s%s%s --no-auth-warning "
 	    "shutdown nosave >/dev/null 2>&1", in->sock,
 	    in->password != NULL ? "-a '" : "",
 	    in->password != NULL ? in->password : "",
 	    in->password != NULL ? "'" : "");
-	if (system(cmd) == -1)
+	if (system(sh) == -1)
 		perror("system");
 	while (access(in->pid, F_OK) == 0 && now_ms() < end)
 		sleep_ms(10);
@@ -187,15 +188,15 @@ redis_stop(const struct instance *in)
 static void
 teardown_all(void)
 {
-	char cmd[512];
+	char sh[512];
 	size_t i;
 
 	if (getpid() != starter)	/* a forked test child */
 		return;
 	for (i = 0; i < sizeof(instances) / sizeof(instances[0]); i++)
 		redis_stop(instances[i]);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) == -1)
+	snprintf(sh, sizeof(sh), "rm -rf '%s'", tmpdir);
+	if (system(sh) == -1)
 		perror("system");
 }
 
@@ -246,6 +247,12 @@ open_store(const char *label, const char *address, int db,
 static char main_addr[300], brk_addr[300], auth_addr[300];
 
 /* A command from NUL-terminated C strings, for the tests' own plumbing. */
+static redisReply *
+cmd(struct store *st, char *err, size_t errlen, ...)
+    __attribute__((sentinel));
+#define CMD(st, err, ...) \
+	cmd((st), (err), sizeof(err), __VA_ARGS__, (const char *)NULL)
+
 static redisReply *
 cmd(struct store *st, char *err, size_t errlen, ...)
 {
@@ -425,7 +432,7 @@ START_TEST(test_binary_roundtrip)
 	store_reply_free(r);
 
 	/* The key itself, NUL and all, must be what Redis stored. */
-	r = cmd(st, err, sizeof(err), "EXISTS", "bin:k", NULL);
+	r = CMD(st, err, "EXISTS", "bin:k");
 	ck_assert_msg(expect_integer("prefix key", r, err) == 0,
 	    "binary key was cut at the NUL");
 	ck_assert_msg(store_connects(st) == 1, "connection not reused: %lu",
@@ -513,7 +520,7 @@ START_TEST(test_eval)
 	redisReply *r;
 	int i;
 
-	r = cmd(st, err, sizeof(err), "DEL", "ev:n", NULL);
+	r = CMD(st, err, "DEL", "ev:n");
 	expect_integer("DEL", r, err);
 
 	r = store_eval(st, &incr, 1, keys, NULL, 1, args, NULL, err,
@@ -522,7 +529,7 @@ START_TEST(test_eval)
 	ck_assert_msg(incr.loaded && strlen(incr.sha) == 40, "sha not cached");
 	memcpy(sha, incr.sha, sizeof(sha));
 
-	r = cmd(st, err, sizeof(err), "SCRIPT", "FLUSH", NULL);
+	r = CMD(st, err, "SCRIPT", "FLUSH");
 	expect_status("SCRIPT FLUSH", r, err, "OK");
 	r = store_eval(st, &incr, 1, keys, NULL, 1, args, NULL, err,
 	    sizeof(err));
@@ -557,6 +564,29 @@ START_TEST(test_eval)
 	ck_assert_msg(store_connects(st) == 1, "eval connects %lu",
 	    store_connects(st));
 	store_free(st);
+}
+END_TEST
+
+START_TEST(test_stale_idle)
+{
+	char err[256] = "", id[32];
+	struct store *st = open_store("stale", main_addr, 0, NULL, NULL,
+	    1000, 1);
+	struct store *killer = open_store("killer", main_addr, 0, NULL, NULL,
+	    1000, 1);
+	redisReply *r;
+
+	r = CMD(st, err, "CLIENT", "ID");
+	snprintf(id, sizeof(id), "%lld", expect_integer("CLIENT ID", r, err));
+	r = CMD(killer, err, "CLIENT", "KILL", "ID", id);
+	ck_assert_msg(expect_integer("CLIENT KILL", r, err) == 1, "not killed");
+	/* The idle connection is dead: the store must notice, not fail. */
+	r = CMD(st, err, "PING");
+	expect_status("PING after kill", r, err, "PONG");
+	ck_assert_msg(store_connects(st) == 2, "connects %lu",
+	    store_connects(st));
+	store_free(st);
+	store_free(killer);
 }
 END_TEST
 
@@ -602,10 +632,10 @@ START_TEST(test_auth)
 		snprintf(addr, sizeof(addr), "%s", auth_addr);
 	st = open_store(label, addr, auth_cases[_i].db, auth_cases[_i].user,
 	    auth_cases[_i].password, 1000, 1);
-	r = cmd(st, err, sizeof(err), "PING", NULL);
+	r = CMD(st, err, "PING");
 	if (strcmp(auth_cases[_i].want, "PONG") == 0) {
 		expect_status(label, r, err, "PONG");
-		r = cmd(st, err, sizeof(err), "CLIENT", "INFO", NULL);
+		r = CMD(st, err, "CLIENT", "INFO");
 		ck_assert_msg(r != NULL && r->type == REDIS_REPLY_STRING,
 		    "%s: CLIENT INFO: %s", label, err);
 		char want[32];
@@ -642,11 +672,11 @@ START_TEST(test_select)
 	    1);
 	redisReply *r;
 
-	r = cmd(db0, err, sizeof(err), "DEL", "sel:k", NULL);
+	r = CMD(db0, err, "DEL", "sel:k");
 	expect_integer("db0 DEL", r, err);
-	r = cmd(db3, err, sizeof(err), "SET", "sel:k", "three", NULL);
+	r = CMD(db3, err, "SET", "sel:k", "three");
 	expect_status("db3 SET", r, err, "OK");
-	r = cmd(db0, err, sizeof(err), "GET", "sel:k", NULL);
+	r = CMD(db0, err, "GET", "sel:k");
 	ck_assert_msg(r != NULL && r->type == REDIS_REPLY_NIL,
 	    "db3 write visible in db0");
 	store_reply_free(r);
@@ -675,13 +705,13 @@ START_TEST(test_timeout_reconnect)
 	struct store *st = open_store("timeout", main_addr, 0, NULL, NULL,
 	    100, 1);
 	redisReply *r;
-	double t0, dt;
 	int i;
 
 	/* The second attempt runs on a new connection: is it bounded too? */
 	for (i = 0; i < 2; i++) {
-		t0 = now_ms();
-		r = cmd(st, err, sizeof(err), "DEBUG", "SLEEP", "0.5", NULL);
+		double t0 = now_ms(), dt;
+
+		r = CMD(st, err, "DEBUG", "SLEEP", "0.5");
 		dt = now_ms() - t0;
 		fprintf(stderr, "timeout: attempt %d failed after %.1f ms: %s\n",
 		    i + 1, dt, err);
@@ -696,7 +726,7 @@ START_TEST(test_timeout_reconnect)
 	}
 	ck_assert_msg(!store_is_down(st), "two failures opened the breaker");
 	wait_main_free();
-	r = cmd(st, err, sizeof(err), "PING", NULL);
+	r = CMD(st, err, "PING");
 	expect_status("PING after timeouts", r, err, "PONG");
 	ck_assert_msg(store_connects(st) == 3, "connects %lu",
 	    store_connects(st));
@@ -744,7 +774,7 @@ START_TEST(test_pool_wait)
 	pthread_create(&t, NULL, hold_slot, &h);
 	sleep_ms(50);
 	t0 = now_ms();
-	r = cmd(h.st, err, sizeof(err), "PING", NULL);
+	r = CMD(h.st, err, "PING");
 	dt = now_ms() - t0;
 	ck_assert_msg(r == NULL, "pool wait: got a connection after %.1f ms",
 	    dt);
@@ -755,7 +785,7 @@ START_TEST(test_pool_wait)
 	pthread_join(t, NULL);
 	ck_assert_msg(h.rc == 0, "holder: %s", h.err);
 	ck_assert_msg(!store_is_down(h.st), "pool wait counted as a failure");
-	r = cmd(h.st, err, sizeof(err), "PING", NULL);
+	r = CMD(h.st, err, "PING");
 	expect_status("PING after wait", r, err, "PONG");
 	store_free(h.st);
 }
@@ -767,7 +797,7 @@ expect_fail(const char *label, struct store *st, bool want_open,
 {
 	char err[256] = "";
 	double t0 = now_ms(), dt;
-	redisReply *r = cmd(st, err, sizeof(err), "PING", NULL);
+	redisReply *r = CMD(st, err, "PING");
 
 	dt = now_ms() - t0;
 	fprintf(stderr, "breaker: %s: failed after %.2f ms: %s\n", label, dt,
@@ -786,7 +816,7 @@ START_TEST(test_breaker_restart)
 	redisReply *r;
 	double opened;
 
-	r = cmd(st, err, sizeof(err), "PING", NULL);
+	r = CMD(st, err, "PING");
 	expect_status("PING before stop", r, err, "PONG");
 	redis_stop(&r_brk);
 
@@ -805,12 +835,12 @@ START_TEST(test_breaker_restart)
 		expect_fail("open after restart", st, true, 5);
 	while (now_ms() - opened < 1050)
 		sleep_ms(10);
-	r = cmd(st, err, sizeof(err), "PING", NULL);
+	r = CMD(st, err, "PING");
 	fprintf(stderr, "breaker: probe %.0f ms after opening: %s\n",
 	    now_ms() - opened, r != NULL ? "ok" : err);
 	expect_status("probe", r, err, "PONG");
 	ck_assert_msg(!store_is_down(st), "still open after a good probe");
-	r = cmd(st, err, sizeof(err), "PING", NULL);
+	r = CMD(st, err, "PING");
 	expect_status("after close", r, err, "PONG");
 	store_free(st);
 }
@@ -846,6 +876,94 @@ START_TEST(test_breaker_backoff)
 }
 END_TEST
 
+/* A "Redis" that accepts connections and never answers: the kernel does. */
+static int
+hung_listener(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	ck_assert_msg(strlen(path) < sizeof(sun.sun_path), "path too long");
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_msg(fd != -1 && bind(fd, (struct sockaddr *)&sun,
+	    sizeof(sun)) == 0 && listen(fd, 64) == 0, "hung listener: %s",
+	    strerror(errno));
+	return fd;
+}
+
+struct prober {
+	struct store *st;
+	pthread_barrier_t *go;
+	double ms;
+	char err[256];
+};
+
+static void *
+probe_once(void *arg)
+{
+	struct prober *p = arg;
+	double t0;
+
+	pthread_barrier_wait(p->go);
+	t0 = now_ms();
+	store_reply_free(CMD(p->st, p->err, "PING"));
+	p->ms = now_ms() - t0;
+	return NULL;
+}
+
+START_TEST(test_breaker_hung)
+{
+	char path[300], addr[310];
+	struct prober p[4];
+	pthread_t t[4];
+	pthread_barrier_t go;
+	struct store *st;
+	int fd, i, probes = 0;
+
+	snprintf(path, sizeof(path), "%s/hung.sock", tmpdir);
+	unlink(path);
+	fd = hung_listener(path);
+	snprintf(addr, sizeof(addr), "unix:%s", path);
+	st = open_store("hung", addr, 0, NULL, NULL, 100, 4);
+
+	/* A hung Redis costs three timeouts, then nothing. */
+	expect_fail("timeout 1", st, false, 250);
+	expect_fail("timeout 2", st, false, 250);
+	expect_fail("timeout 3", st, false, 250);
+	ck_assert_msg(store_is_down(st), "not open after 3 timeouts");
+	expect_fail("open", st, true, 5);
+
+	/* Half-open: of four simultaneous callers exactly one probes. */
+	sleep_ms(1050);
+	pthread_barrier_init(&go, NULL, 4);
+	for (i = 0; i < 4; i++) {
+		p[i].st = st;
+		p[i].go = &go;
+		p[i].err[0] = '\0';
+		pthread_create(&t[i], NULL, probe_once, &p[i]);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		fprintf(stderr, "breaker: half-open caller %d: %.2f ms: %s\n",
+		    i, p[i].ms, p[i].err);
+		if (strcmp(p[i].err, "Redis circuit open") == 0)
+			ck_assert_msg(p[i].ms < 5, "caller %d waited %.2f ms",
+			    i, p[i].ms);
+		else
+			probes++;
+	}
+	pthread_barrier_destroy(&go);
+	ck_assert_msg(probes == 1, "%d probes at once", probes);
+	ck_assert_msg(store_is_down(st), "closed by a failed probe");
+	store_free(st);
+	close(fd);
+	unlink(path);
+}
+END_TEST
+
 /* ---- threads ---- */
 
 #define HAMMER_THREADS	8
@@ -865,8 +983,7 @@ hammer_incr(void *arg)
 	int i;
 
 	for (i = 0; i < HAMMER_INCRS; i++) {
-		redisReply *r = cmd(h->st, h->err, sizeof(h->err), "INCR",
-		    "pool:n", NULL);
+		redisReply *r = CMD(h->st, h->err, "INCR", "pool:n");
 
 		if (r != NULL && r->type == REDIS_REPLY_INTEGER)
 			h->ok++;
@@ -887,7 +1004,7 @@ START_TEST(test_pool_bound)
 	redisReply *r;
 	int i;
 
-	r = cmd(st, err, sizeof(err), "DEL", "pool:n", NULL);
+	r = CMD(st, err, "DEL", "pool:n");
 	expect_integer("DEL", r, err);
 	for (i = 0; i < HAMMER_THREADS; i++) {
 		memset(&h[i], 0, sizeof(h[i]));
@@ -899,7 +1016,7 @@ START_TEST(test_pool_bound)
 		ck_assert_msg(h[i].errors == 0, "thread %d: %d errors, last %s",
 		    i, h[i].errors, h[i].err);
 	}
-	r = cmd(st, err, sizeof(err), "GET", "pool:n", NULL);
+	r = CMD(st, err, "GET", "pool:n");
 	ck_assert_msg(r != NULL && r->type == REDIS_REPLY_STRING &&
 	    atoi(r->str) == HAMMER_THREADS * HAMMER_INCRS,
 	    "count %s, want %d", r != NULL ? r->str : err,
@@ -920,8 +1037,7 @@ flusher(void *arg)
 	char err[256];
 
 	while (__atomic_load_n(&flushing, __ATOMIC_ACQUIRE)) {
-		store_reply_free(cmd(st, err, sizeof(err), "SCRIPT", "FLUSH",
-		    NULL));
+		store_reply_free(CMD(st, err, "SCRIPT", "FLUSH"));
 		sleep_ms(3);
 	}
 	return NULL;
@@ -985,7 +1101,7 @@ START_TEST(test_concurrency)
 	redisReply *r;
 	int i, ok = 0, noscript = 0;
 
-	r = cmd(st, err, sizeof(err), "DEL", "conc:n", NULL);
+	r = CMD(st, err, "DEL", "conc:n");
 	expect_integer("DEL", r, err);
 	flushing = 1;
 	pthread_create(&ft, NULL, flusher, fst);
@@ -1007,7 +1123,7 @@ START_TEST(test_concurrency)
 	fprintf(stderr, "concurrency: %d increments, %d NOSCRIPT after retry, "
 	    "%lu connections\n", ok, noscript, store_connects(st));
 	/* Evidence that the NOSCRIPT path ran: EVALSHA calls that failed. */
-	r = cmd(st, err, sizeof(err), "INFO", "commandstats", NULL);
+	r = CMD(st, err, "INFO", "commandstats");
 	if (r != NULL && r->type == REDIS_REPLY_STRING) {
 		const char *line = strstr(r->str, "cmdstat_evalsha:");
 
@@ -1015,7 +1131,7 @@ START_TEST(test_concurrency)
 		    (int)strcspn(line, "\r\n") : 0, line != NULL ? line : "");
 	}
 	store_reply_free(r);
-	r = cmd(st, err, sizeof(err), "GET", "conc:n", NULL);
+	r = CMD(st, err, "GET", "conc:n");
 	ck_assert_msg(r != NULL && r->type == REDIS_REPLY_STRING &&
 	    atoi(r->str) == ok, "count %s, want %d", r != NULL ? r->str : err,
 	    ok);
@@ -1048,6 +1164,7 @@ store_suite(void)
 	tcase_add_test(tc, test_binary_roundtrip);
 	tcase_add_test(tc, test_pipeline);
 	tcase_add_test(tc, test_eval);
+	tcase_add_test(tc, test_stale_idle);
 	tcase_add_loop_test(tc, test_auth, 0,
 	    sizeof(auth_cases) / sizeof(auth_cases[0]));
 	tcase_add_test(tc, test_select);
@@ -1059,6 +1176,7 @@ store_suite(void)
 	tcase_add_test(tc, test_pool_wait);
 	tcase_add_test(tc, test_breaker_restart);
 	tcase_add_test(tc, test_breaker_backoff);
+	tcase_add_test(tc, test_breaker_hung);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("threads");
