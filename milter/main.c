@@ -278,9 +278,17 @@ main(int argc, char **argv)
 	}
 	cfg_install(c);
 
-	/* Every thread, libmilter's included, inherits this mask. */
+	/*
+	 * Every thread inherits this mask.  SIGUSR1 is for our signal thread;
+	 * HUP, INT and TERM are for libmilter's, which smfi_main() starts
+	 * later: a thread of ours with them unblocked would take SIGTERM and
+	 * the process would die of it instead of stopping cleanly.
+	 */
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 

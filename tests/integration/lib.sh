@@ -204,6 +204,7 @@ pm_cleanup() {
 	MILTER_PID=
 	[ -n "${PF_DIR:-}" ] && postfix_stop
 	redis_stop
+	redis_reap
 	if [ -n "$PM_TMP" ] && [ -d "$PM_TMP" ]; then
 		if [ "${PM_KEEP_TMP:-0}" = 1 ]; then
 			echo "# kept $PM_TMP"
@@ -237,6 +238,7 @@ pm_setup() {
 	fi
 	PM_TMP=$(mktemp -d "${TMPDIR:-/tmp}/pm-it.XXXXXX") || pm_bail "mktemp failed"
 	chmod 755 "$PM_TMP"     # Postfix's unprivileged daemons walk through it
+	# shellcheck disable=SC2154 # pm_rc is assigned inside the trap
 	trap 'pm_rc=$?; pm_cleanup; exit $pm_rc' EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
@@ -273,18 +275,35 @@ redis_start() {  # start (or start again) the private Redis on $PM_TMP/redis/red
 	PM_REDIS_PID=$(cat "$d/redis.pid")
 }
 
+# Mid-test stops return once the socket is gone (Redis takes a second or
+# two more to exit); pm_cleanup waits for every process stopped this way.
 redis_stop() {   # shut the private Redis down (nothing saved); kill it if it hangs
+	local i=0
 	[ -n "$PM_REDIS_SOCK" ] || return 0
 	if [ -z "$PM_REDIS_PID" ] && [ -f "${PM_REDIS_SOCK%/*}/redis.pid" ]; then
 		PM_REDIS_PID=$(cat "${PM_REDIS_SOCK%/*}/redis.pid")
 	fi
 	[ -n "$PM_REDIS_PID" ] || return 0
 	redis-cli -s "$PM_REDIS_SOCK" shutdown nosave >/dev/null 2>&1
-	if [ -n "$PM_REDIS_PID" ]; then
-		pm_wait_gone "$PM_REDIS_PID" 50 || kill -KILL "$PM_REDIS_PID" 2>/dev/null
-	fi
+	while [ -S "$PM_REDIS_SOCK" ] && kill -0 "$PM_REDIS_PID" 2>/dev/null; do
+		if [ "$i" -ge 50 ]; then
+			kill -KILL "$PM_REDIS_PID" 2>/dev/null
+			break
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	PM_REDIS_OLD_PIDS="${PM_REDIS_OLD_PIDS:-} $PM_REDIS_PID"
 	PM_REDIS_PID=
 	rm -f "$PM_REDIS_SOCK"
+}
+
+redis_reap() {   # wait for (or kill) every Redis stopped so far
+	local pid
+	for pid in ${PM_REDIS_OLD_PIDS:-}; do
+		pm_wait_gone "$pid" 50 || kill -KILL "$pid" 2>/dev/null
+	done
+	PM_REDIS_OLD_PIDS=
 }
 
 redis_cli() {    # redis_cli ARGS... : one command to the private Redis
@@ -295,14 +314,14 @@ redis_hget() {   # redis_hget KEY FIELD : the value, empty when unset
 	redis-cli -s "$PM_REDIS_SOCK" --raw hget "$1" "$2" 2>/dev/null
 }
 
-# Stats reach Redis asynchronously: poll until KEY's FIELD equals EXPECTED.
-# Returns 1 after TIMEOUT seconds (default 5); the last value read is left
-# in PM_LAST_VALUE for the caller's message.
+# Stats reach Redis asynchronously: poll until KEY's FIELD equals EXPECTED
+# (an absent field counts as "0").  Returns 1 after TIMEOUT seconds (default
+# 5); the last value read is left in PM_LAST_VALUE for the caller's message.
 wait_for_hash_field() {  # wait_for_hash_field KEY FIELD EXPECTED [TIMEOUT]
 	local tenths=$(( ${4:-5} * 10 )) i=0
 	while :; do
 		PM_LAST_VALUE=$(redis_hget "$1" "$2")
-		[ "$PM_LAST_VALUE" = "$3" ] && return 0
+		[ "${PM_LAST_VALUE:-0}" = "$3" ] && return 0
 		[ "$i" -ge "$tenths" ] && return 1
 		sleep 0.1
 		i=$((i + 1))
@@ -316,7 +335,7 @@ wait_for_hash_field() {  # wait_for_hash_field KEY FIELD EXPECTED [TIMEOUT]
 assert_stats() {  # assert_stats DESC KEY FIELD=VALUE...
 	local desc=$1 key=$2 first=$3 f want got bad=() all
 	shift 2
-	wait_for_hash_field "$key" "${first%%=*}" "${first#*=}" 5
+	wait_for_hash_field "$key" "${first%%=*}" "${first#*=}" "${PM_STATS_TIMEOUT:-5}"
 	sleep 1.2
 	for f in "$@"; do
 		want=${f#*=}
@@ -572,7 +591,7 @@ pm_ere_quote() {
 # --body-bytes N makes a body of N octets as sent on the wire (CRLF lines).
 # Defaults: from sender@example.org, to rcpt@example.net.
 smtp_send() {
-	local from=sender@example.org size= body_bytes= body= quit_after=
+	local from=sender@example.org size='' body_bytes='' body='' quit_after=''
 	local to=() args
 	while [ $# -gt 0 ]; do
 		case $1 in
