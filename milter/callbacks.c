@@ -156,8 +156,8 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	if (f0 & SMFIF_SETSYMLIST) {
 		/* Only what we read; neither MTA sends {client_addr} by default,
 		 * so the address comes from the connect callback instead. */
-		smfi_setsymlist(ctx, SMFIM_ENVFROM, UNCONST("i {auth_authen}"));
-		smfi_setsymlist(ctx, SMFIM_ENVRCPT, UNCONST("i"));
+		smfi_setsymlist(ctx, SMFIM_ENVFROM, UNCONST("i {auth_authen} {mail_addr}"));
+		smfi_setsymlist(ctx, SMFIM_ENVRCPT, UNCONST("i {rcpt_addr}"));
 		smfi_setsymlist(ctx, SMFIM_EOM, UNCONST("i"));
 	}
 	return SMFIS_CONTINUE;
@@ -203,6 +203,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
 	session_msg_start(s, argv[0], (const char *const *)(argv + 1),
+	    smfi_getsymval(ctx, UNCONST("{mail_addr}")),
 	    smfi_getsymval(ctx, UNCONST("{auth_authen}")));
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
 	if (s->cfg != NULL && s->cfg->exempt_authenticated && s->msg.sasl_user[0] != '\0')
@@ -220,7 +221,7 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
-	session_set_rcpt(s, argv[0]);
+	session_set_rcpt(s, argv[0], smfi_getsymval(ctx, UNCONST("{rcpt_addr}")));
 	engine_run(s, POLICY_RCPT, &v);
 	if (v.action != POLICY_REJECT && v.action != POLICY_TEMPFAIL)
 		s->msg.rcpts++;

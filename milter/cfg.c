@@ -32,6 +32,7 @@
 
 struct loader {
 	const char *path;
+	const char *include_dir;   /* where libconfig resolves @include, or NULL */
 	cfg_report_fn *report;
 	void *arg;
 	int errors;
@@ -44,17 +45,25 @@ static void
 report_at(struct loader *ld, const config_setting_t *s, bool is_error,
     const char *fmt, ...)
 {
-	char msg[1024];
+	char msg[PATH_MAX + 1024], text[1024];
 	const char *file = s != NULL ? config_setting_source_file(s) : NULL;
 	unsigned line = s != NULL ? config_setting_source_line(s) : 0;
 	va_list ap;
-	int n;
 
-	n = snprintf(msg, sizeof(msg), "%s:%u: %s", file != NULL ? file : ld->path,
-	    line, is_error ? "" : "warning: ");
+	if (file == NULL)
+		file = ld->path;
 	va_start(ap, fmt);
-	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	/* An included file is named as written in @include: make the name one
+	 * that can be opened from anywhere (systemd starts us in /). */
+	if (file[0] != '/' && file != ld->path && strcmp(file, ld->path) != 0 &&
+	    ld->include_dir != NULL)
+		snprintf(msg, sizeof(msg), "%s/%s:%u: %s%s", ld->include_dir, file, line,
+		    is_error ? "" : "warning: ", text);
+	else
+		snprintf(msg, sizeof(msg), "%s:%u: %s%s", file, line,
+		    is_error ? "" : "warning: ", text);
 	if (is_error)
 		ld->errors++;
 	ld->report(ld->arg, is_error, msg);
@@ -155,12 +164,30 @@ is_int(const config_setting_t *s)
 	return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
 }
 
+/* What to call a setting in a message: its name, or "element N of NAME". */
+static const char *
+setting_label(const config_setting_t *s, char *buf, size_t len)
+{
+	const config_setting_t *parent;
+
+	if (config_setting_name(s) != NULL)
+		return config_setting_name(s);
+	parent = config_setting_parent(s);
+	snprintf(buf, len, "element %d of %s", config_setting_index(s) + 1,
+	    parent != NULL && config_setting_name(parent) != NULL ?
+	    config_setting_name(parent) : "a list");
+	return buf;
+}
+
 /* A string setting or NULL, with an error for any other type. */
 static const char *
 get_string(struct loader *ld, const config_setting_t *s)
 {
+	char label[128];
+
 	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		ERR(ld, s, "%s must be a string, not %s", config_setting_name(s),
+		ERR(ld, s, "%s must be a string, not %s",
+		    setting_label(s, label, sizeof(label)),
 		    type_name(config_setting_type(s)));
 		return NULL;
 	}
@@ -205,7 +232,9 @@ get_units(struct loader *ld, const config_setting_t *s, enum policy_field_kind k
 static void
 format_limit(enum policy_field_kind kind, long long v, char *buf, size_t len)
 {
-	if (kind == PF_DURATION)
+	if (kind == PF_DURATION && v % 1000 != 0)
+		snprintf(buf, len, "%lldms", v);
+	else if (kind == PF_DURATION)
 		units_format_duration((uint64_t)v, buf, len);
 	else if (kind == PF_SIZE)
 		units_format_size((uint64_t)v, buf, len);
@@ -311,13 +340,23 @@ static const struct policy_field redis_fields[] = {
 	{ NULL, 0, 0, 0, 0, false },
 };
 
+/* A Redis store shared by the snapshots whose connection settings are equal. */
+struct cfg_store {
+	struct store *store;
+	int refs;
+};
+
 static void
 redis_free(struct cfg_redis *r)
 {
-	/* Snapshots are freed by whichever thread drops the last reference. */
-	if (r == NULL || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) > 0)
+	if (r == NULL)
 		return;
-	store_free(r->store);
+	/* Snapshots are freed by whichever thread drops the last reference. */
+	if (r->shared != NULL &&
+	    __atomic_sub_fetch(&r->shared->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		store_free(r->shared->store);
+		free(r->shared);
+	}
 	free(r->address);
 	free(r->username);
 	free(r->password_file);
@@ -365,7 +404,6 @@ parse_redis(struct loader *ld, const config_setting_t *s)
 
 	if (r == NULL)
 		return NULL;
-	r->refs = 1;
 	r->connect_timeout_ms = 200;
 	r->timeout_ms = 100;
 	r->pool = 16;
@@ -404,6 +442,7 @@ same_str(const char *a, const char *b)
 	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/* Connection settings equal: the store and its connections can be shared. */
 static bool
 redis_same(const struct cfg_redis *a, const struct cfg_redis *b)
 {
@@ -764,7 +803,7 @@ check_listen(struct loader *ld, const config_setting_t *s, const char *spec)
 struct cfg *
 cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 {
-	struct loader ld = { path, report, arg, 0 };
+	struct loader ld = { path, NULL, report, arg, 0 };
 	struct cfg *c = NULL;
 	config_t lc;
 	const config_setting_t *root, *s;
@@ -772,21 +811,29 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	char dir[PATH_MAX];
 
 	config_init(&lc);
-	/* @include paths are relative to the including file's directory. */
+	/* libconfig 1.5 resolves every @include, nested ones too, against one
+	 * directory: the main file's. */
 	snprintf(dir, sizeof(dir), "%s", path);
 	char *slash = strrchr(dir, '/');
 	if (slash != NULL) {
 		*slash = '\0';
-		config_set_include_dir(&lc, dir[0] ? dir : "/");
+		if (dir[0] == '\0')
+			strcpy(dir, "/");
+		config_set_include_dir(&lc, dir);
+		ld.include_dir = dir;
 	}
 	if (config_read_file(&lc, path) != CONFIG_TRUE) {
-		char msg[1024];
+		char msg[PATH_MAX + 1024];
+		const char *file = config_error_file(&lc) ? config_error_file(&lc) : path;
+		bool included = file[0] != '/' && strcmp(file, path) != 0 &&
+		    ld.include_dir != NULL;
+
 		if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
 			snprintf(msg, sizeof(msg), "%s: cannot read: %s", path,
 			    errno ? strerror(errno) : "file I/O error");
 		else
-			snprintf(msg, sizeof(msg), "%s:%d: %s",
-			    config_error_file(&lc) ? config_error_file(&lc) : path,
+			snprintf(msg, sizeof(msg), "%s%s%s:%d: %s",
+			    included ? ld.include_dir : "", included ? "/" : "", file,
 			    config_error_line(&lc), config_error_text(&lc));
 		report(arg, true, msg);
 		config_destroy(&lc);
@@ -839,9 +886,8 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 		c->policies[i].stats = stats_get(c->policies[i].name);
 	if (c->redis != NULL) {
 		if (prev != NULL && prev->redis != NULL && redis_same(prev->redis, c->redis)) {
-			redis_free(c->redis);
-			c->redis = prev->redis;
-			__atomic_add_fetch(&c->redis->refs, 1, __ATOMIC_RELAXED);
+			c->redis->shared = prev->redis->shared;
+			__atomic_add_fetch(&c->redis->shared->refs, 1, __ATOMIC_RELAXED);
 		} else {
 			char why[256];
 			struct store_options o = {
@@ -853,11 +899,16 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 				.timeout_ms = (unsigned)c->redis->timeout_ms,
 				.pool = (unsigned)c->redis->pool,
 			};
-			if ((c->redis->store = store_new(&o, why, sizeof(why))) == NULL) {
+			if ((c->redis->shared = calloc(1, sizeof(*c->redis->shared))) == NULL)
+				goto fail;
+			c->redis->shared->refs = 1;
+			c->redis->shared->store = store_new(&o, why, sizeof(why));
+			if (c->redis->shared->store == NULL) {
 				ERR(&ld, config_setting_get_member(root, "redis"), "redis: %s", why);
 				goto fail;
 			}
 		}
+		c->redis->store = c->redis->shared->store;
 	}
 	config_destroy(&lc);
 	return c;

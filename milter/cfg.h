@@ -29,6 +29,7 @@
 
 struct store;
 struct stats_entry;
+struct cfg_store;
 
 enum cfg_on_error {
 	CFG_ON_ERROR_INHERIT = -1,  /* policy level only: use the global one */
@@ -58,8 +59,8 @@ struct cfg_redis {
 	uint64_t connect_timeout_ms;
 	uint64_t timeout_ms;
 	long long pool;
-	struct store *store;
-	int refs;                      /* snapshots sharing this (and the store) */
+	struct store *store;           /* shared->store, for convenience */
+	struct cfg_store *shared;      /* the store and its reference count */
 };
 
 struct cfg {

@@ -125,13 +125,27 @@ parse_size_param(const char *arg, uint64_t *out)
 	return true;
 }
 
+/* The address of a MAIL or RCPT command: the MTA's parse, else our own. */
+static char *
+envelope_address(const char *arg, const char *mta_addr)
+{
+	char *addr = session_strip_brackets(arg);
+
+	/* The null sender stays "" whatever the MTA calls it ("<>", ""). */
+	if (addr != NULL && addr[0] != '\0' && mta_addr != NULL && mta_addr[0] != '\0') {
+		free(addr);
+		addr = session_strip_brackets(mta_addr);
+	}
+	return addr;
+}
+
 void
 session_msg_start(struct session *s, const char *sender,
-    const char *const *esmtp_args, const char *sasl_user)
+    const char *const *esmtp_args, const char *mta_addr, const char *sasl_user)
 {
 	session_msg_reset(s);
 	s->msg.active = true;
-	s->msg.sender = session_strip_brackets(sender);
+	s->msg.sender = envelope_address(sender, mta_addr);
 	s->msg.sasl_user = copy_field(sasl_user);
 	for (size_t i = 0; esmtp_args != NULL && esmtp_args[i] != NULL; i++)
 		if (parse_size_param(esmtp_args[i], &s->msg.declared_size))
@@ -139,10 +153,10 @@ session_msg_start(struct session *s, const char *sender,
 }
 
 void
-session_set_rcpt(struct session *s, const char *rcpt)
+session_set_rcpt(struct session *s, const char *rcpt, const char *mta_addr)
 {
 	free(s->msg.rcpt);
-	s->msg.rcpt = session_strip_brackets(rcpt);
+	s->msg.rcpt = envelope_address(rcpt, mta_addr);
 }
 
 void

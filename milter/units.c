@@ -85,12 +85,12 @@ units_format_duration(uint64_t ms, char *buf, size_t buflen)
 	/* Below two of a unit the next smaller one reads better: "90s", not "2m". */
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		if (ms >= 2 * steps[i].ms) {
-			snprintf(buf, buflen, "%llu%s",
-			    (unsigned long long)((ms + steps[i].ms - 1) / steps[i].ms), steps[i].unit);
+			snprintf(buf, buflen, "%llu%s", (unsigned long long)
+			    (ms / steps[i].ms + (ms % steps[i].ms != 0)), steps[i].unit);
 			return;
 		}
 	}
-	snprintf(buf, buflen, "%llus", (unsigned long long)((ms + 999) / 1000));
+	snprintf(buf, buflen, "%llus", (unsigned long long)(ms / 1000 + (ms % 1000 != 0)));
 }
 
 void

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -159,7 +160,7 @@ remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 /* A redis group whose line 3 is x. */
 #define REDIS(x) LISTEN "redis = {\n  address = \"" REDIS_ADDR "\";\n  " x "\n};\n"
 #define ONE_POLICY "policies = ( { " SIZEP "action = \"reject\"; } );\n"
-#define X4 "\"x\", \"x\", \"x\", \"x\", "
+#define X4 ", \"x\", \"x\", \"x\", \"x\""
 #define X32 X4 X4 X4 X4 X4 X4 X4 X4
 #define NAME65 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
@@ -296,7 +297,7 @@ static const struct {
 	    "policies must be a list ( { ... }, { ... } ), not a group", 1, NULL },
 	{ "policies an array", LISTEN "policies = [ \"a\" ];\n", 2,
 	    "policies must be a list ( { ... }, { ... } ), not an array", 1, NULL },
-	{ "policy not a group", LISTEN "policies = (\n  \"max-size\"\n);\n", 3,
+	{ "policy not a group", LISTEN "policies = (\n  \"max-size\" );\n", 3,
 	    "policy 1 must be a group", 1, NULL },
 	{ "policy missing name",
 	    POL("type = \"size\"; max = \"1M\"; action = \"reject\";"), 3,
@@ -424,7 +425,7 @@ static const struct {
 	    "reply is only sent with action reject or tempfail", 1, NULL },
 	{ "reply multi-line dash", REJ("\"550-5.7.1 First line\""), 3,
 	    "for a multi-line reply write a list of strings, not \"550-\"", 1, NULL },
-	{ "reply 33 lines", REJ("( \"550 5.7.1 No\", " X32 ")"), 3,
+	{ "reply 33 lines", REJ("( \"550 5.7.1 No\"" X32 " )"), 3,
 	    "reply has 33 lines; libmilter sends at most 32", 1, NULL },
 	{ "reply empty list", REJ("()"), 3, "reply must have 1 to 32 lines", 1, NULL },
 	{ "reply a number", REJ("550"), 3,
@@ -534,8 +535,8 @@ static const struct {
 	{ "523 is not standard", REJ("\"523 5.3.4 Too big\""), 3,
 	    "reply code 523 is not defined by any RFC; clients may misread it: 552 means "
 	    "the same" },
-	{ "479 falls back to 451", TMPF("\"479 4.7.1 Later\""), 3,
-	    "reply code 479 is not defined by any RFC; clients may misread it: 451 means "
+	{ "459 falls back to 451", TMPF("\"459 4.5.9 Later\""), 3,
+	    "reply code 459 is not defined by any RFC; clients may misread it: 451 means "
 	    "the same" },
 	{ "559 falls back to 550", REJ("\"559 5.7.1 No\""), 3,
 	    "reply code 559 is not defined by any RFC; clients may misread it: 550 means "
@@ -546,6 +547,8 @@ static const struct {
 	{ "no policies", LISTEN, 0, "warning: no policies: every message is accepted" },
 	{ "standard 550", REJ("\"550 5.7.1 Sender refused\""), 0, NULL },
 	{ "standard 421", TMPF("\"421 4.7.0 Try later\""), 0, NULL },
+	{ "32 reply lines",
+	    REJ("( \"550 5.7.1 No\"" X4 X4 X4 X4 X4 X4 X4 ", \"x\", \"x\", \"x\" )"), 0, NULL },
 	{ "standard 556 (RFC 7504)", REJ("\"556 5.1.10 No mail here\""), 0, NULL },
 	{ "private password file",
 	    REDIS("password_file = \"@DIR@/secret.pass\";") ONE_POLICY, 0, NULL },
@@ -864,7 +867,11 @@ START_TEST(include_relative)
 }
 END_TEST
 
-/* A file in a subdirectory includes its neighbour by its own directory. */
+/*
+ * libconfig 1.5 resolves every @include against one directory: the main
+ * file's (README says so).  A file in a subdirectory therefore names its
+ * neighbour by the path from the main file's directory.
+ */
 START_TEST(include_nested)
 {
 	char main_path[4096];
@@ -873,7 +880,7 @@ START_TEST(include_nested)
 	make_dir("nest");
 	make_dir("nest/sub");
 	write_file("nest/sub/inner.conf", "policies = ( " SIZE_POLICY " );\n", 0644);
-	write_file("nest/sub/outer.conf", "@include \"inner.conf\"\n", 0644);
+	write_file("nest/sub/outer.conf", "@include \"sub/inner.conf\"\n", 0644);
 	write_file("nest/main.conf", LISTEN "@include \"sub/outer.conf\"\n", 0644);
 	snprintf(main_path, sizeof(main_path), "%s/nest/main.conf", tmpdir);
 	memset(&rep, 0, sizeof(rep));
@@ -996,7 +1003,7 @@ static const struct {
 START_TEST(reload)
 {
 	const char *label = reloads[_i].label;
-	char name[64], path1[4096], path2[4096];
+	char name[64], path1[4096], path2[4096], prefix[64] = "";
 	struct cfg *c1, *c2;
 	struct cfg_redis *r1;
 
@@ -1009,22 +1016,20 @@ START_TEST(reload)
 	ck_assert_msg(c2 != NULL, "%s: new not loaded:%s", label, all_reports());
 	ck_assert_msg(c1->redis == r1 && r1->store != NULL, "%s: prev changed", label);
 
+	/* Each snapshot has its own redis settings; equal connection settings
+	 * share the store (and its connections). */
+	ck_assert_msg(c2->redis != r1, "%s: redis settings shared", label);
 	if (reloads[_i].shared == 1) {
-		ck_assert_msg(c2->redis == r1, "%s: redis not shared", label);
-		ck_assert_msg(r1->refs == 2, "%s: shared redis refs %d", label, r1->refs);
+		ck_assert_msg(c2->redis->store == r1->store, "%s: store not shared", label);
 	} else if (reloads[_i].shared == 0) {
-		ck_assert_msg(c2->redis != r1, "%s: redis shared", label);
 		ck_assert_msg(c2->redis == NULL || c2->redis->store != r1->store,
 		    "%s: store shared", label);
-		ck_assert_msg(r1->refs == 1, "%s: old redis refs %d", label, r1->refs);
 	}
 	if (reloads[_i].prefix == NULL)
 		ck_assert_msg(c2->redis == NULL, "%s: redis kept", label);
 	else
-		ck_assert_msg(c2->redis != NULL &&
-		    strcmp(c2->redis->prefix, reloads[_i].prefix) == 0,
-		    "%s: prefix \"%s\", want \"%s\"", label,
-		    c2->redis ? c2->redis->prefix : "(no redis)", reloads[_i].prefix);
+		snprintf(prefix, sizeof(prefix), "%s",
+		    c2->redis != NULL ? c2->redis->prefix : "(no redis)");
 	/* A policy keeps its statistics across a reload. */
 	if (c2->npolicies > 0 && strcmp(c2->policies[0].name, c1->policies[0].name) == 0)
 		ck_assert_msg(c2->policies[0].stats == c1->policies[0].stats,
@@ -1033,13 +1038,14 @@ START_TEST(reload)
 	/* The old snapshot goes; the new one, and a shared store, stay usable. */
 	cfg_unref(c1);
 	if (c2->redis != NULL) {
-		ck_assert_msg(c2->redis->refs == 1, "%s: refs %d after the old one went",
-		    label, c2->redis->refs);
 		ck_assert_msg(c2->redis->store != NULL && strlen(c2->redis->address) > 0 &&
 		    !store_is_down(c2->redis->store), "%s: store unusable", label);
 	}
 	cfg_unref(c2);
 	stats_reset();
+	/* Checked last so that a failure leaks nothing into ASan's report. */
+	ck_assert_msg(reloads[_i].prefix == NULL || strcmp(prefix, reloads[_i].prefix) == 0,
+	    "%s: prefix \"%s\", want \"%s\"", label, prefix, reloads[_i].prefix);
 }
 END_TEST
 
@@ -1098,11 +1104,20 @@ acquire_loop(void *arg)
 		if (c == NULL)
 			continue;
 		if (c->npolicies != 1 || c->listen[0] == '\0' || c->refs < 1)
-			a->bad++;
-		a->got++;
+			__atomic_add_fetch(&a->bad, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&a->got, 1, __ATOMIC_RELAXED);
 		cfg_unref(c);
 	}
 	return NULL;
+}
+
+static bool
+all_got(struct acquirer *th, size_t n, unsigned long min)
+{
+	for (size_t i = 0; i < n; i++)
+		if (__atomic_load_n(&th[i].got, __ATOMIC_RELAXED) < min)
+			return false;
+	return true;
 }
 
 START_TEST(install_concurrent)
@@ -1123,9 +1138,12 @@ START_TEST(install_concurrent)
 		ck_assert_msg(pthread_create(&th[i].tid, NULL, acquire_loop, &th[i]) == 0,
 		    "pthread_create");
 	}
-	for (int k = 1; k <= 2000; k++) {
+	/* At least 2000 reloads, and until every thread has seen a few snapshots. */
+	for (int k = 1; k <= 2000 || !all_got(th, NELEMS(th), 100); k++) {
 		cfg_ref(snap[k % 2]);
 		cfg_install(snap[k % 2]);
+		if (k % 100 == 0)
+			sched_yield();
 	}
 	__atomic_store_n(&stop, true, __ATOMIC_RELEASE);
 	unsigned long got = 0;
@@ -1134,7 +1152,7 @@ START_TEST(install_concurrent)
 		ck_assert_msg(th[i].bad == 0, "thread %zu saw %lu bad snapshots", i, th[i].bad);
 		got += th[i].got;
 	}
-	ck_assert_msg(got > 0, "no thread acquired a snapshot");
+	ck_assert_msg(got >= 100 * NELEMS(th), "threads acquired only %lu snapshots", got);
 	cfg_install(NULL);
 	ck_assert_msg(snap[0]->refs == 1 && snap[1]->refs == 1,
 	    "refs after the storm: %d and %d", snap[0]->refs, snap[1]->refs);

@@ -23,6 +23,25 @@
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
+/*
+ * What a test allocates.  A checked teardown frees it, also after a failed
+ * assertion (which, with CK_FORK=no, skips the rest of the test), so that
+ * the suite stays leak-free under ASan either way.
+ */
+static struct reply_tmpl *cur_tmpl;
+static char *cur_mem[REPLY_MAX_LINES + 1];
+
+static void
+teardown(void)
+{
+	reply_free(cur_tmpl);
+	cur_tmpl = NULL;
+	for (size_t i = 0; i < NELEM(cur_mem); i++) {
+		free(cur_mem[i]);
+		cur_mem[i] = NULL;
+	}
+}
+
 /* Octets a line costs on the wire besides its text: "code xcode " and CRLF. */
 static size_t
 line_overhead(const struct reply_out *out)
@@ -256,7 +275,8 @@ START_TEST(test_compile)
 	struct reply_vars vars = { 0 };
 	struct reply_out out;
 
-	t = reply_compile(lines, n, c->action, why, sizeof(why), warn, sizeof(warn));
+	t = cur_tmpl = reply_compile(lines, n, c->action, why, sizeof(why), warn,
+	    sizeof(warn));
 	if (c->err != NULL) {
 		ck_assert_msg(t == NULL, "%s: compiled, expected \"%s\"", c->label, c->err);
 		ck_assert_msg(strstr(why, c->err) != NULL, "%s: why \"%s\" lacks \"%s\"",
@@ -287,7 +307,6 @@ START_TEST(test_compile)
 	    "\"%s\"", c->label, out.xcode, c->xcode);
 	ck_assert_msg(strcmp(out.lines[0], c->text) == 0, "%s: text \"%s\", expected "
 	    "\"%s\"", c->label, out.lines[0], c->text);
-	reply_free(t);
 }
 END_TEST
 
@@ -351,8 +370,9 @@ START_TEST(test_expand)
 	struct reply_out out;
 	size_t want_n = 0;
 
-	t = reply_compile(lines, n, lines[0][0] == '4' ? POLICY_TEMPFAIL : POLICY_REJECT,
-	    why, sizeof(why), warn, sizeof(warn));
+	t = cur_tmpl = reply_compile(lines, n,
+	    lines[0][0] == '4' ? POLICY_TEMPFAIL : POLICY_REJECT, why, sizeof(why),
+	    warn, sizeof(warn));
 	ck_assert_msg(t != NULL, "%s: refused: %s", c->label, why);
 	reply_expand(t, &c->vars, &out);
 	assert_safe(c->label, &out);
@@ -366,7 +386,6 @@ START_TEST(test_expand)
 	reply_format(&out, log, sizeof(log));
 	ck_assert_msg(strcmp(log, c->formatted) == 0, "%s: formatted \"%s\", expected "
 	    "\"%s\"", c->label, log, c->formatted);
-	reply_free(t);
 }
 END_TEST
 
@@ -417,7 +436,7 @@ START_TEST(test_cut)
 	ck_assert(c->nlines <= REPLY_MAX_LINES);
 	for (size_t i = 0; i < c->nlines; i++) {
 		size_t head = i == 0 ? strlen(c->code) + 1 : 0;
-		text[i] = malloc(head + c->text_len + sizeof("${sender}"));
+		text[i] = cur_mem[i] = malloc(head + c->text_len + sizeof("${sender}"));
 		ck_assert(text[i] != NULL);
 		if (head > 0)
 			sprintf(text[i], "%s ", c->code);
@@ -425,15 +444,15 @@ START_TEST(test_cut)
 		strcpy(text[i] + head + c->text_len, c->with_sender ? "${sender}" : "");
 		lines[i] = text[i];
 	}
-	sender = malloc(c->pad + c->npct + 1);
+	sender = cur_mem[REPLY_MAX_LINES] = malloc(c->pad + c->npct + 1);
 	ck_assert(sender != NULL);
 	memset(sender, 'a', c->pad);
 	memset(sender + c->pad, '%', c->npct);
 	sender[c->pad + c->npct] = '\0';
 	vars.sender = sender;
 
-	t = reply_compile(lines, c->nlines, POLICY_REJECT, why, sizeof(why), warn,
-	    sizeof(warn));
+	t = cur_tmpl = reply_compile(lines, c->nlines, POLICY_REJECT, why, sizeof(why),
+	    warn, sizeof(warn));
 	ck_assert_msg(t != NULL, "%s: refused: %s", c->label, why);
 	reply_expand(t, &vars, &out);
 	assert_safe(c->label, &out);
@@ -449,10 +468,6 @@ START_TEST(test_cut)
 	for (size_t i = 0; !c->with_sender && i + 1 < out.nlines; i++)
 		ck_assert_msg(strlen(out.lines[i]) == c->text_len, "%s: line %zu cut "
 		    "but line %zu follows", c->label, i, i + 1);
-	reply_free(t);
-	free(sender);
-	for (size_t i = 0; i < c->nlines; i++)
-		free(text[i]);
 }
 END_TEST
 
@@ -467,7 +482,8 @@ START_TEST(test_format_buffer)
 	struct reply_tmpl *t;
 	struct reply_out out;
 
-	t = reply_compile(lines, 2, POLICY_REJECT, why, sizeof(why), warn, sizeof(warn));
+	t = cur_tmpl = reply_compile(lines, 2, POLICY_REJECT, why, sizeof(why), warn,
+	    sizeof(warn));
 	ck_assert_msg(t != NULL, "buflen %zu: refused: %s", buflen, why);
 	reply_expand(t, &vars, &out);
 	memset(buf, '#', sizeof(buf));
@@ -479,7 +495,6 @@ START_TEST(test_format_buffer)
 	ck_assert_msg(memcmp(buf, want, len) == 0, "buflen %zu: \"%s\" is not a prefix "
 	    "of \"%s\"", buflen, buf, want);
 	ck_assert_msg(buf[buflen] == '#', "buflen %zu: wrote past the buffer", buflen);
-	reply_free(t);
 }
 END_TEST
 #define FORMAT_MAX_BUFLEN 40
@@ -536,16 +551,19 @@ reply_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("compile");
+	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_loop_test(tc, test_compile, 0, NELEM(compile_cases));
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("expand");
+	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_loop_test(tc, test_expand, 0, NELEM(expand_cases));
 	tcase_add_loop_test(tc, test_cut, 0, NELEM(cut_cases));
 	tcase_add_loop_test(tc, test_format_buffer, 0, FORMAT_MAX_BUFLEN);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("codes");
+	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_loop_test(tc, test_code, 0, NELEM(code_cases));
 	suite_add_tcase(s, tc);
 	return s;
