@@ -206,8 +206,6 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	    smfi_getsymval(ctx, UNCONST("{mail_addr}")),
 	    smfi_getsymval(ctx, UNCONST("{auth_authen}")));
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
-	if (s->cfg != NULL && s->cfg->exempt_authenticated && s->msg.sasl_user[0] != '\0')
-		s->msg.exempt = true;
 	engine_run(s, POLICY_MAIL, &v);
 	return respond(ctx, s, POLICY_MAIL, &v, SMFIP_NR_MAIL);
 }

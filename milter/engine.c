@@ -65,9 +65,9 @@ log_decision(const struct session *s, const struct cfg_policy *p,
 	    policy_stage_name(stage), policy_action_name(p->action),
 	    dry_run ? " dry_run=yes (would have acted; no action taken)" : "",
 	    sender,
-	    stage >= POLICY_RCPT && s->msg.rcpt ? " rcpt=\"" : "",
-	    stage >= POLICY_RCPT && s->msg.rcpt ? rcpt : "",
-	    stage >= POLICY_RCPT && s->msg.rcpt ? "\"" : "",
+	    stage == POLICY_RCPT && s->msg.rcpt ? " rcpt=\"" : "",
+	    stage == POLICY_RCPT && s->msg.rcpt ? rcpt : "",
+	    stage == POLICY_RCPT && s->msg.rcpt ? "\"" : "",
 	    reply != NULL ? " reply=\"" : "", text, reply != NULL ? "\"" : "");
 }
 
@@ -148,36 +148,37 @@ engine_run(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 				log_decision(s, p, stage, true, p->reply ? &v->reply : NULL);
 				continue;
 			}
-			stats_add(p->stats, outcome_field(p->action), 1);
 			log_decision(s, p, stage, false, p->reply ? &v->reply : NULL);
-			v->policy = p;
-			v->action = p->action;
 			switch (p->action) {
+			case POLICY_DISCARD:
+			case POLICY_QUARANTINE:
+				/* Remembered for the end of the message; a refusal
+				 * before then still wins, so evaluation goes on. */
+				if (s->msg.pending == POLICY_NONE) {
+					s->msg.pending = p->action;
+					s->msg.pending_policy = p;
+				}
+				continue;
 			case POLICY_ACCEPT:
 				if (stage <= POLICY_HELO)
 					s->accepted = true;
 				else
 					s->msg.decided = true;
-				return POLICY_ACCEPT;
-			case POLICY_DISCARD:
-			case POLICY_QUARANTINE:
-				s->msg.decided = true;
-				s->msg.pending = p->action;
-				s->msg.pending_policy = p;
-				goto pending;
+				break;
 			default:
-				return v->action;
+				break;
 			}
+			stats_add(p->stats, outcome_field(p->action), 1);
+			v->policy = p;
+			v->action = p->action;
+			return v->action;
 		}
 	}
-pending:
 	if (stage == POLICY_EOM && s->msg.pending != POLICY_NONE) {
+		/* Counted when done, so that the counter says what happened. */
+		stats_add(s->msg.pending_policy->stats, outcome_field(s->msg.pending), 1);
 		v->action = s->msg.pending;
 		v->policy = s->msg.pending_policy;
-		return v->action;
 	}
-	/* Discard and quarantine wait for the end of the message. */
-	if (v->action == POLICY_DISCARD || v->action == POLICY_QUARANTINE)
-		v->action = POLICY_NONE;
 	return v->action;
 }

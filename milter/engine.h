@@ -9,10 +9,12 @@
  *    ("would have") and counted, and evaluation goes on;
  *  - accept ends evaluation: for the connection at connect/HELO, for the
  *    message at later stages;
- *  - discard and quarantine end evaluation for the message and are applied
- *    at end of message (the only stage where the MTA can do them);
- *  - an exempt client, or an authenticated sender when authenticated
- *    senders are exempt, skips every policy.
+ *  - discard and quarantine are remembered (the first one) and applied at
+ *    end of message, the only stage where the MTA can do them, unless a
+ *    policy refuses the message first: evaluation goes on meanwhile;
+ *  - an exempt client (engine_client_exempt), or an authenticated sender
+ *    when authenticated senders are exempt (session_msg_start), skips every
+ *    policy.
  * Every evaluation and outcome is counted in the policy's statistics and
  * every decision is logged as one line.
  *

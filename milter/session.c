@@ -96,14 +96,15 @@ session_strip_brackets(const char *addr)
 
 	while (*p == ' ')
 		p++;
-	len = strnlen(p, FIELD_MAX);
+	len = strlen(p);
 	while (len > 0 && p[len - 1] == ' ')
 		len--;
 	if (len >= 2 && p[0] == '<' && p[len - 1] == '>') {
 		p++;
 		len -= 2;
 	}
-	return strndup(p, len);
+	/* Cut only after stripping, so that a huge address loses its brackets too. */
+	return strndup(p, len < FIELD_MAX ? len : FIELD_MAX);
 }
 
 static bool
@@ -115,9 +116,9 @@ parse_size_param(const char *arg, uint64_t *out)
 	if (strncasecmp(arg, "SIZE=", 5) != 0 || !isdigit((unsigned char)arg[5]))
 		return false;
 	for (p = arg + 5; isdigit((unsigned char)*p); p++) {
-		if (n > (UINT64_MAX - 9) / 10)
-			return false;
-		n = n * 10 + (uint64_t)(*p - '0');
+		unsigned d = (unsigned)(*p - '0');
+		/* RFC 1870 allows 20 digits: a size past 64 bits is simply huge. */
+		n = n > (UINT64_MAX - d) / 10 ? UINT64_MAX : n * 10 + d;
 	}
 	if (*p != '\0')
 		return false;
@@ -147,6 +148,9 @@ session_msg_start(struct session *s, const char *sender,
 	s->msg.active = true;
 	s->msg.sender = envelope_address(sender, mta_addr);
 	s->msg.sasl_user = copy_field(sasl_user);
+	if (s->cfg != NULL && s->cfg->exempt_authenticated && s->msg.sasl_user != NULL &&
+	    s->msg.sasl_user[0] != '\0')
+		s->msg.exempt = true;
 	for (size_t i = 0; esmtp_args != NULL && esmtp_args[i] != NULL; i++)
 		if (parse_size_param(esmtp_args[i], &s->msg.declared_size))
 			s->msg.has_declared_size = true;
