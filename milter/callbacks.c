@@ -146,6 +146,8 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 		want |= SMFIP_NR_HELO;
 	if (!(decide & POLICY_STAGE(POLICY_MAIL)))
 		want |= SMFIP_NR_MAIL;
+	if (!(decide & POLICY_STAGE(POLICY_RCPT)))
+		want |= SMFIP_NR_RCPT;
 	want |= SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
 	*pf1 = want & f1;
 	s->nr_flags = *pf1;
@@ -154,10 +156,15 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	*pf2 = 0;
 	*pf3 = 0;
 	if (f0 & SMFIF_SETSYMLIST) {
-		/* Only what we read; neither MTA sends {client_addr} by default,
-		 * so the address comes from the connect callback instead. */
-		smfi_setsymlist(ctx, SMFIM_ENVFROM, UNCONST("i {auth_authen} {mail_addr}"));
-		smfi_setsymlist(ctx, SMFIM_ENVRCPT, UNCONST("i {rcpt_addr}"));
+		/*
+		 * Only what we read.  The client address comes from the connect
+		 * callback (neither MTA sends {client_addr} by default), and the
+		 * envelope addresses from the commands themselves: Sendmail's
+		 * {rcpt_addr} is the address as resolved for delivery (a bare
+		 * user name for local mail), so the two MTAs would differ.
+		 */
+		smfi_setsymlist(ctx, SMFIM_ENVFROM, UNCONST("i {auth_authen}"));
+		smfi_setsymlist(ctx, SMFIM_ENVRCPT, UNCONST("i"));
 		smfi_setsymlist(ctx, SMFIM_EOM, UNCONST("i"));
 	}
 	return SMFIS_CONTINUE;
@@ -203,7 +210,6 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
 	session_msg_start(s, argv[0], (const char *const *)(argv + 1),
-	    smfi_getsymval(ctx, UNCONST("{mail_addr}")),
 	    smfi_getsymval(ctx, UNCONST("{auth_authen}")));
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
 	engine_run(s, POLICY_MAIL, &v);
@@ -219,7 +225,7 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
-	session_set_rcpt(s, argv[0], smfi_getsymval(ctx, UNCONST("{rcpt_addr}")));
+	session_set_rcpt(s, argv[0]);
 	engine_run(s, POLICY_RCPT, &v);
 	if (v.action != POLICY_REJECT && v.action != POLICY_TEMPFAIL)
 		s->msg.rcpts++;

@@ -417,6 +417,11 @@ parse_redis(struct loader *ld, const config_setting_t *s)
 	parse_fields(ld, s, "redis", redis_fields, r);
 	if (r->prefix == NULL)
 		r->prefix = strdup("pm:");
+	else if (strlen(r->prefix) > 64 || strspn(r->prefix,
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789:._-/{}") !=
+	    strlen(r->prefix))
+		ERR(ld, config_setting_get_member(s, "prefix"), "redis prefix \"%s\" must "
+		    "be at most 64 of A-Z a-z 0-9 : . _ - / { }", r->prefix);
 	if (r->password_file != NULL)
 		r->password = read_password(ld,
 		    config_setting_get_member(s, "password_file"), r->password_file);
@@ -502,11 +507,16 @@ parse_action(struct loader *ld, const config_setting_t *s, enum policy_action *o
 
 /* ---- exempt */
 
+static const struct policy_field exempt_fields[] = {
+	{ "authenticated", PF_BOOL, offsetof(struct cfg, exempt_authenticated), 0, 0, false },
+	{ NULL, 0, 0, 0, 0, false },
+};
+
 static void
 parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg *c)
 {
 	static const char *const known[] = { "clients", "authenticated", NULL };
-	const config_setting_t *list, *auth;
+	const config_setting_t *list;
 
 	if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
 		ERR(ld, s, "exempt must be a group { clients = [...]; }, not %s",
@@ -514,12 +524,7 @@ parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg *c)
 		return;
 	}
 	check_unknown_keys(ld, s, "exempt", known);
-	if ((auth = config_setting_get_member(s, "authenticated")) != NULL) {
-		if (config_setting_type(auth) != CONFIG_TYPE_BOOL)
-			ERR(ld, auth, "authenticated must be true or false");
-		else
-			c->exempt_authenticated = config_setting_get_bool(auth) != 0;
-	}
+	parse_fields(ld, s, "exempt", exempt_fields, c);
 	if ((list = config_setting_get_member(s, "clients")) == NULL)
 		return;
 	if (config_setting_type(list) != CONFIG_TYPE_ARRAY &&
@@ -547,6 +552,11 @@ parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg *c)
 }
 
 /* ---- policies */
+
+static const struct policy_field common_fields[] = {
+	{ "dry_run", PF_BOOL, offsetof(struct cfg_policy, dry_run), 0, 0, false },
+	{ NULL, 0, 0, 0, 0, false },
+};
 
 static const char *const common_keys[] = {
 	"name", "type", "action", "reply", "dry_run", "on_redis_error", NULL,
@@ -678,12 +688,7 @@ parse_policy(struct loader *ld, const config_setting_t *s, struct cfg_policy *p,
 			ERR(ld, s, "%s: %s", where, why);
 	}
 
-	if ((v = config_setting_get_member(s, "dry_run")) != NULL) {
-		if (config_setting_type(v) != CONFIG_TYPE_BOOL)
-			ERR(ld, v, "dry_run must be true or false");
-		else
-			p->dry_run = config_setting_get_bool(v) != 0;
-	}
+	parse_fields(ld, s, where, common_fields, p);
 	if ((v = config_setting_get_member(s, "on_redis_error")) != NULL)
 		parse_on_error(ld, v, &p->on_redis_error);
 
@@ -776,21 +781,37 @@ cfg_free(struct cfg *c)
 	free(c);
 }
 
-static void
-check_listen(struct loader *ld, const config_setting_t *s, const char *spec)
+const char *
+cfg_unix_socket_path(const char *spec)
 {
-	if (strncmp(spec, "unix:", 5) == 0 || strncmp(spec, "local:", 6) == 0 ||
-	    spec[0] == '/') {
-		const char *path = spec[0] == '/' ? spec : strchr(spec, ':') + 1;
+	if (strncmp(spec, "unix:", 5) == 0)
+		return spec + 5;
+	if (strncmp(spec, "local:", 6) == 0)
+		return spec + 6;
+	return spec[0] == '/' ? spec : NULL;
+}
+
+static void
+check_listen(struct loader *ld, const config_setting_t *s, const char *spec,
+    bool socket_mode_set)
+{
+	const char *path = cfg_unix_socket_path(spec);
+
+	if (path != NULL) {
 		if (path[0] != '/')
 			ERR(ld, s, "listen \"%s\": the socket path must be absolute", spec);
 		return;
 	}
+	if (socket_mode_set)
+		WARN(ld, s, "socket_mode applies to unix sockets only; ignored for \"%s\"",
+		    spec);
 	if (strncmp(spec, "inet:", 5) == 0 || strncmp(spec, "inet6:", 6) == 0) {
 		const char *port = strchr(spec, ':') + 1;
 		char *end;
 		long n = strtol(port, &end, 10);
-		if (end == port || n < 1 || n > 65535 || (*end != '\0' && *end != '@')) {
+		if (end == port || n < 1 || n > 65535 || (*end != '\0' && *end != '@') ||
+		    (*end == '@' && (end[1] == '\0' || (strchr(end + 1, ':') != NULL &&
+		    strncmp(spec, "inet6:", 6) != 0)))) {
 			ERR(ld, s, "listen \"%s\": expected inet:PORT@ADDRESS such as "
 			    "\"inet:8890@127.0.0.1\" (libmilter's order, not Postfix's "
 			    "inet:host:port)", spec);
@@ -850,7 +871,8 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	check_unknown_keys(&ld, root, "the top level", known);
 	parse_fields(&ld, root, "the top level", top_fields, c);
 	if (c->listen != NULL)
-		check_listen(&ld, config_setting_get_member(root, "listen"), c->listen);
+		check_listen(&ld, config_setting_get_member(root, "listen"), c->listen,
+		    c->socket_mode_text != NULL);
 	if (c->socket_mode_text != NULL) {
 		char *end;
 		long m = strtol(c->socket_mode_text, &end, 8);

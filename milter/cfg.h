@@ -101,6 +101,9 @@ void cfg_install(struct cfg *c);
 /* The current snapshot with a reference for the caller, or NULL. */
 struct cfg *cfg_acquire(void);
 
+/* The path of a unix socket listen spec, or NULL for inet sockets. */
+const char *cfg_unix_socket_path(const char *listen);
+
 /* The nearest of candidates to word (for "did you mean"), or NULL. */
 const char *cfg_suggest(const char *word, const char *const *candidates);
 

@@ -171,10 +171,12 @@ engine_run(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 			stats_add(p->stats, outcome_field(p->action), 1);
 			v->policy = p;
 			v->action = p->action;
-			return v->action;
+			break;
 		}
 	}
-	if (stage == POLICY_EOM && s->msg.pending != POLICY_NONE) {
+	/* A pending drop or hold stands unless the message is refused. */
+	if (stage == POLICY_EOM && s->msg.pending != POLICY_NONE &&
+	    v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL) {
 		/* Counted when done, so that the counter says what happened. */
 		stats_add(s->msg.pending_policy->stats, outcome_field(s->msg.pending), 1);
 		v->action = s->msg.pending;

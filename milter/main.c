@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pthread.h>
@@ -155,14 +156,16 @@ stats_thread(void *arg)
 	return NULL;
 }
 
-static const char *
-unix_socket_path(const char *spec)
+/* Remove our socket, and nothing that is not a socket. */
+static void
+remove_socket(const char *path)
 {
-	if (strncmp(spec, "unix:", 5) == 0)
-		return spec + 5;
-	if (strncmp(spec, "local:", 6) == 0)
-		return spec + 6;
-	return spec[0] == '/' ? spec : NULL;
+	struct stat sb;
+
+	if (lstat(path, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+		return;
+	if (unlink(path) != 0)
+		log_msg(LOG_WARNING, "cannot remove %s: %s", path, strerror(errno));
 }
 
 /* Look up user and group; fatal when they do not exist. */
@@ -187,14 +190,15 @@ lookup_ids(const struct cfg *c, uid_t *uid, gid_t *gid)
 	}
 }
 
-/* Drop to uid/gid for good: supplementary groups, gid, uid, then verify. */
+/* Drop to user (uid/gid) for good: supplementary groups, gid, uid, then verify. */
 static void
 drop_privileges(const char *user, uid_t uid, gid_t gid)
 {
 	uid_t ru, eu, su;
 	gid_t rg, eg, sg;
 
-	if (setgroups(1, &gid) != 0 || setresgid(gid, gid, gid) != 0 ||
+	/* The user's own supplementary groups (e.g. redis, for its socket). */
+	if (initgroups(user, gid) != 0 || setresgid(gid, gid, gid) != 0 ||
 	    setresuid(uid, uid, uid) != 0) {
 		log_msg(LOG_ERR, "cannot drop privileges to %s: %s", user, strerror(errno));
 		exit(1);
@@ -205,19 +209,6 @@ drop_privileges(const char *user, uid_t uid, gid_t gid)
 		log_msg(LOG_ERR, "privileges were not dropped completely");
 		exit(1);
 	}
-}
-
-static void
-write_pidfile(const char *path)
-{
-	FILE *fp = fopen(path, "we");
-
-	if (fp == NULL) {
-		log_msg(LOG_ERR, "pid file %s: %s", path, strerror(errno));
-		exit(1);
-	}
-	fprintf(fp, "%ld\n", (long)getpid());
-	fclose(fp);
 }
 
 int
@@ -235,7 +226,7 @@ main(int argc, char **argv)
 	pthread_t sig_tid, stats_tid;
 	uid_t uid = 0;
 	gid_t gid = 0;
-	int ch, rc;
+	int ch, rc, pidfd = -1;
 
 	while ((ch = getopt_long(argc, argv, "c:fndp:Vh", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -270,19 +261,13 @@ main(int argc, char **argv)
 		return 0;
 	}
 
-	log_open(foreground, debug);
-	c = cfg_load(config_path, NULL, foreground ? report_stderr : report_log, NULL);
-	if (c == NULL) {
-		log_msg(LOG_ERR, "%s: configuration has errors; not starting", config_path);
-		return EX_CONFIG;
-	}
-	cfg_install(c);
-
 	/*
-	 * Every thread inherits this mask.  SIGUSR1 is for our signal thread;
-	 * HUP, INT and TERM are for libmilter's, which smfi_main() starts
-	 * later: a thread of ours with them unblocked would take SIGTERM and
-	 * the process would die of it instead of stopping cleanly.
+	 * Every thread inherits this mask, so it is set before anything else
+	 * (a reload request during start-up waits instead of killing us).
+	 * SIGUSR1 is for our signal thread; HUP, INT and TERM are for
+	 * libmilter's, which smfi_main() starts later: a thread of ours with
+	 * them unblocked would take SIGTERM and the process would die of it
+	 * instead of stopping cleanly.
 	 */
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
@@ -291,6 +276,16 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+
+	log_open(foreground, debug);
+	c = cfg_load(config_path, NULL, foreground ? report_stderr : report_log, NULL);
+	if (c == NULL) {
+		log_msg(LOG_ERR, "%s: configuration has errors; not starting", config_path);
+		return EX_CONFIG;
+	}
+	/* main keeps its own reference: a reload may replace c at any time. */
+	cfg_ref(c);
+	cfg_install(c);
 
 	if (c->user != NULL)
 		lookup_ids(c, &uid, &gid);
@@ -304,12 +299,19 @@ main(int argc, char **argv)
 		log_msg(LOG_ERR, "cannot listen on %s (in use, or no permission?)", c->listen);
 		return 1;
 	}
-	sock = unix_socket_path(c->listen);
+	/* The socket bound now is the one to remove at exit, whatever a reload says. */
+	sock = cfg_unix_socket_path(c->listen);
 	if (sock != NULL) {
 		if (c->socket_mode >= 0 && chmod(sock, (mode_t)c->socket_mode) != 0)
 			log_msg(LOG_WARNING, "chmod %s: %s", sock, strerror(errno));
 		if (c->user != NULL && getuid() == 0 && chown(sock, uid, gid) != 0)
 			log_msg(LOG_WARNING, "chown %s: %s", sock, strerror(errno));
+	}
+	/* Open the pid file while we may still write where it lives. */
+	if (pidfile != NULL && (pidfd = open(pidfile, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC, 0644)) < 0) {
+		log_msg(LOG_ERR, "pid file %s: %s", pidfile, strerror(errno));
+		return 1;
 	}
 	if (c->user != NULL && getuid() == 0)
 		drop_privileges(c->user, uid, gid);
@@ -321,8 +323,10 @@ main(int argc, char **argv)
 		log_msg(LOG_ERR, "cannot become a daemon: %s", strerror(errno));
 		return 1;
 	}
-	if (pidfile != NULL)
-		write_pidfile(pidfile);
+	if (pidfd >= 0) {
+		dprintf(pidfd, "%ld\n", (long)getpid());
+		close(pidfd);
+	}
 	if (pthread_create(&sig_tid, NULL, signal_thread, NULL) != 0 ||
 	    pthread_create(&stats_tid, NULL, stats_thread, NULL) != 0) {
 		log_msg(LOG_ERR, "cannot start threads");
@@ -342,14 +346,13 @@ main(int argc, char **argv)
 	pthread_join(sig_tid, NULL);
 	pthread_join(stats_tid, NULL);
 	flush_stats();
-	c = cfg_acquire();
-	if (c != NULL && (sock = unix_socket_path(c->listen)) != NULL && unlink(sock) != 0 &&
-	    errno != ENOENT)
-		log_msg(LOG_WARNING, "cannot remove %s: %s", sock, strerror(errno));
+	if (sock != NULL)
+		remove_socket(sock);
 	cfg_unref(c);
 	cfg_install(NULL);
-	if (pidfile != NULL)
-		unlink(pidfile);
+	/* After dropping privileges this works only where the user may write. */
+	if (pidfile != NULL && unlink(pidfile) != 0 && errno != ENOENT)
+		log_msg(LOG_WARNING, "cannot remove pid file %s: %s", pidfile, strerror(errno));
 	log_close();
 	return rc == MI_SUCCESS ? 0 : 1;
 }

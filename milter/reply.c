@@ -221,6 +221,14 @@ reply_compile(const char *const *lines, size_t nlines, enum policy_action action
 				p++;
 		}
 	}
+	/*
+	 * Always send an enhanced code.  Without one Postfix reads the start of
+	 * the text as one, and text that starts with a digit of the other class
+	 * ("550 4x@example.org ...", from ${sender}) makes it drop the milter
+	 * for the session: a client could choose its way past every policy.
+	 */
+	if (t->xcode[0] == '\0')
+		snprintf(t->xcode, sizeof(t->xcode), "%c.0.0", lines[0][0]);
 	for (size_t i = 0; i < nlines; i++) {
 		const char *text = i == 0 ? p : lines[i];
 		if (check_text(text, &t->uses, why, whylen) != 0)

@@ -5,7 +5,7 @@
  *
  * A template is one or more lines; the first starts with the reply code and
  * an optional RFC 3463 enhanced code ("552 5.3.4 Message too big"), the
- * others are text.  ${name} expands to a value of the decision (REPLY_VARS
+ * others are text.  Without an enhanced code, class.0.0 is sent.  ${name} expands to a value of the decision (REPLY_VARS
  * lists them); $$ is a dollar sign.
  *
  * Load time (reply_compile) enforces what Postfix and Sendmail need: a 4xx or
@@ -55,7 +55,7 @@ int reply_uses(const struct reply_tmpl *t, const char *var);
 
 struct reply_out {
 	char code[4];
-	char xcode[16];            /* "" when the template has none */
+	char xcode[16];            /* always set: "5.0.0" when the template has none */
 	size_t nlines;
 	const char *lines[REPLY_MAX_LINES];   /* point into buf */
 	char buf[REPLY_MAX_TOTAL + REPLY_MAX_LINES];

@@ -126,27 +126,13 @@ parse_size_param(const char *arg, uint64_t *out)
 	return true;
 }
 
-/* The address of a MAIL or RCPT command: the MTA's parse, else our own. */
-static char *
-envelope_address(const char *arg, const char *mta_addr)
-{
-	char *addr = session_strip_brackets(arg);
-
-	/* The null sender stays "" whatever the MTA calls it ("<>", ""). */
-	if (addr != NULL && addr[0] != '\0' && mta_addr != NULL && mta_addr[0] != '\0') {
-		free(addr);
-		addr = session_strip_brackets(mta_addr);
-	}
-	return addr;
-}
-
 void
 session_msg_start(struct session *s, const char *sender,
-    const char *const *esmtp_args, const char *mta_addr, const char *sasl_user)
+    const char *const *esmtp_args, const char *sasl_user)
 {
 	session_msg_reset(s);
 	s->msg.active = true;
-	s->msg.sender = envelope_address(sender, mta_addr);
+	s->msg.sender = session_strip_brackets(sender);
 	s->msg.sasl_user = copy_field(sasl_user);
 	if (s->cfg != NULL && s->cfg->exempt_authenticated && s->msg.sasl_user != NULL &&
 	    s->msg.sasl_user[0] != '\0')
@@ -157,10 +143,10 @@ session_msg_start(struct session *s, const char *sender,
 }
 
 void
-session_set_rcpt(struct session *s, const char *rcpt, const char *mta_addr)
+session_set_rcpt(struct session *s, const char *rcpt)
 {
 	free(s->msg.rcpt);
-	s->msg.rcpt = envelope_address(rcpt, mta_addr);
+	s->msg.rcpt = session_strip_brackets(rcpt);
 }
 
 void

@@ -67,13 +67,13 @@ void session_msg_reset(struct session *s);
 
 /*
  * Start a message: sender as in MAIL FROM ("<a@b>" or "<>"), esmtp_args the
- * MAIL parameters ("SIZE=123", ...; NULL-terminated, may be NULL).  When the
- * MTA sent its parsed address ({mail_addr}, {rcpt_addr}; may be NULL) that
- * one is used, else the command's argument without its brackets.
+ * MAIL parameters ("SIZE=123", ...; NULL-terminated, may be NULL), sasl_user
+ * the authenticated user or NULL (exempts the message when the
+ * configuration exempts authenticated senders).
  */
 void session_msg_start(struct session *s, const char *sender,
-    const char *const *esmtp_args, const char *mta_addr, const char *sasl_user);
-void session_set_rcpt(struct session *s, const char *rcpt, const char *mta_addr);
+    const char *const *esmtp_args, const char *sasl_user);
+void session_set_rcpt(struct session *s, const char *rcpt);
 void session_set_queue_id(struct session *s, const char *qid);
 
 /* Strip surrounding <> and spaces into a new string ("" for <>). */

@@ -47,6 +47,6 @@ const struct policy_type policy_type_size = {
 	.settings_size = sizeof(struct size_settings),
 	.fields = size_fields,
 	.check = size_check,
-	.default_reject = "552 5.3.4 Message size exceeds fixed limit of ${limit} bytes",
-	.default_tempfail = "452 4.3.1 Message size exceeds the current limit of ${limit} bytes",
+	.default_reject = "552 5.3.4 Message too big for this system (limit ${limit})",
+	.default_tempfail = "452 4.3.1 Message too big for now (limit ${limit})",
 };

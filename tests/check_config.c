@@ -174,6 +174,17 @@ static const struct {
 	int nerrors;               /* errors reported in all */
 	const char *unwanted;      /* must not be in the first error, or NULL */
 } bad[] = {
+	/* review findings: keys that would collide, specs that fail only at start */
+	{ "prefix too long", REDIS("prefix = \"" NAME65 "\";") ONE_POLICY, 4,
+	    "must be at most 64 of", 1, NULL },
+	{ "prefix with a space", REDIS("prefix = \"pm x:\";") ONE_POLICY, 4,
+	    "redis prefix \"pm x:\"", 1, NULL },
+	{ "inet listen with host:port after @",
+	    "listen = \"inet:8890@127.0.0.1:99\";\n" ONE_POLICY, 1,
+	    "expected inet:PORT@ADDRESS", 1, NULL },
+	{ "inet listen with nothing after @", "listen = \"inet:8890@\";\n" ONE_POLICY, 1,
+	    "expected inet:PORT@ADDRESS", 1, NULL },
+
 	/* libconfig syntax */
 	{ "syntax error", LISTEN "foo = ;\n", 2, "syntax error", 1, NULL },
 	{ "syntax error later line", LISTEN "\n\npolicies = ( { name = \"a\" );\n",
@@ -526,6 +537,9 @@ static const struct {
 	unsigned line;
 	const char *want;          /* NULL: no warning at all */
 } warnings[] = {
+	{ "socket_mode with an inet socket",
+	    "listen = \"inet:8890@127.0.0.1\";\nsocket_mode = \"0660\";\n" ONE_POLICY, 1,
+	    "warning: socket_mode applies to unix sockets only" },
 	{ "541 is not standard", REJ("\"541 5.7.1 Sender refused\""), 3,
 	    "warning: reply code 541 is not defined by any RFC; clients may misread it: "
 	    "550 means the same and is standard" },

@@ -215,6 +215,16 @@ static const struct scenario scenarios[] = {
 	      EOM_HIT(POLICY_REJECT, "max-size", "552 5.3.4 Too big (limit 10K)") },
 	    { { "drop", ANY, 0, 0, ANY, 0, 0, 0 }, { "max-size", ANY, 1, 0, 0, 0, 0, 0 } } },
 
+	/* accept ends evaluation but does not cancel a pending drop. */
+	{ "accept at EOM keeps a pending discard",
+	    "policies = ( { name = \"drop\"; type = \"recipients\"; max = 1;\n"
+	    "  action = \"discard\"; },\n"
+	    "  { name = \"ok-big\"; type = \"size\"; max = \"1K\"; action = \"accept\"; } );\n",
+	    { CONNECT("198.51.100.7"), MAIL("<s@example.org>", NULL),
+	      RCPT("<r1@example.net>"), RCPT("<r2@example.net>"), DATA(2000),
+	      EOM_HIT(POLICY_DISCARD, "drop", NULL) },
+	    { { "drop", ANY, 0, 0, 1, 0, 0, 0 }, { "ok-big", ANY, 0, 0, 0, 0, 1, 0 } } },
+
 	{ "tempfail at EOM wins over a pending quarantine",
 	    "policies = ( { name = \"hold\"; type = \"recipients\"; max = 1;\n"
 	    "  action = \"quarantine\"; },\n"
@@ -268,7 +278,7 @@ static const struct scenario scenarios[] = {
 		  "452 4.5.3 Too many recipients (at most 3 per message)"),
 	      DATA(10241),
 	      EOM_HIT(POLICY_REJECT, "max-size",
-		  "552 5.3.4 Message size exceeds fixed limit of 10K bytes") },
+		  "552 5.3.4 Message too big for this system (limit 10K)") },
 	    { { "few", 4, 0, 1, 0, 0, 0, 0 }, { "max-size", 4, 1, 0, 0, 0, 0, 0 } } },
 
 	{ "size variables",
@@ -440,7 +450,7 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 		break;
 	case ST_MAIL: {
 		const char *const args[] = { st->esmtp, NULL };
-		session_msg_start(s, st->arg, args, NULL, st->sasl);
+		session_msg_start(s, st->arg, args, st->sasl);
 		/* As cb_envfrom does. */
 		if (s->cfg->exempt_authenticated && s->msg.sasl_user[0] != '\0')
 			s->msg.exempt = true;
@@ -448,7 +458,7 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 		break;
 	}
 	case ST_RCPT:
-		session_set_rcpt(s, st->arg, NULL);
+		session_set_rcpt(s, st->arg);
 		stage = POLICY_RCPT;
 		break;
 	case ST_DATA:

@@ -156,7 +156,7 @@ START_TEST(test_recipients)
 	for (unsigned m = 0; m < NMESSAGES; m++) {
 		unsigned accepted = 0;
 
-		session_msg_start(s, "<s@example.org>", NULL, NULL, NULL);
+		session_msg_start(s, "<s@example.org>", NULL, NULL);
 		for (unsigned i = 0; i < c->nrcpts; i++) {
 			bool elsewhere = i < 64 && (c->refused & BIT(i)) != 0;
 			enum policy_action want = accepted >= c->max ? c->action : POLICY_NONE;
@@ -164,7 +164,7 @@ START_TEST(test_recipients)
 			enum policy_action got;
 
 			snprintf(rcpt, sizeof(rcpt), "<r%u@example.net>", i);
-			session_set_rcpt(s, rcpt, NULL);
+			session_set_rcpt(s, rcpt);
 			got = engine_run(s, POLICY_RCPT, &v);
 			ck_assert_msg(got == want, "%s: message %u, recipient %u (%u accepted "
 			    "before): %s, expected %s", c->label, m + 1, i + 1, accepted,

@@ -388,6 +388,28 @@ if assert_milter_start "milter starts (% in a reply)" "$CONF"; then
 	assert_milter_stop "SIGTERM: exit status 0 (% run)"
 fi
 
+# No enhanced code, and text that starts with a client-chosen digit: Postfix
+# would read "4x..." as an enhanced code of the wrong class, call the milter
+# broken and apply milter_default_action (with accept: skip every policy).
+# The milter sends class.0.0, so the reply stands as configured.
+CONF=$PM_TMP/digit.conf
+{
+	milter_config_head
+	cat <<'EOF'
+policies = (
+  { name = "rcpts-digit"; type = "recipients"; max = 1; action = "reject";
+    reply = "550 ${sender} may send to one recipient at a time"; }
+);
+EOF
+} >"$CONF"
+if assert_milter_start "milter starts (reply without enhanced code)" "$CONF"; then
+	T=$(smtp_send --from '4x%y@example.org' --to a@example.net --to b@example.net --body-bytes 100)
+	assert_reply "a sender starting with a digit cannot break the reply (class.0.0 added, % kept)" \
+		"$T" RCPT 2 "550 5.0.0 4x%y@example.org may send to one recipient at a time"
+	assert_reply_match "and the first recipient still gets the message" "$T" DOT 1 "$QUEUED"
+	assert_milter_stop "SIGTERM: exit status 0 (digit run)"
+fi
+
 CONF=$PM_TMP/vars.conf
 {
 	milter_config_head

@@ -38,7 +38,10 @@ CONF=$PM_TMP/privileges.conf
 } >"$CONF"
 
 MILTER_LOG=$PM_TMP/milter.priv.log
-"$PM_MILTER_BIN" -f -c "$CONF" >"$MILTER_LOG" 2>&1 &
+# The pid file lives where only root may write: it is opened before the drop.
+PID_DIR=$PM_TMP/piddir
+mkdir -p "$PID_DIR" && chmod 0755 "$PID_DIR"
+"$PM_MILTER_BIN" -f -c "$CONF" -p "$PID_DIR/pm.pid" >"$MILTER_LOG" 2>&1 &
 MILTER_PID=$!
 for _ in $(seq 100); do
 	[ -S "$SOCK" ] && grep -q "listening on" "$MILTER_LOG" && break
@@ -68,6 +71,18 @@ if assert_grep "starts over a stale socket and listens" "listening on unix:$SOCK
 	assert_reply "Postfix reaches the milter over the socket after the drop" "$t" RCPT 1 \
 		"552 5.3.4 Message too big (limit 10K)"
 
+	assert_eq "pid file written in a root-only directory" "$MILTER_PID" \
+		"$(cat "$PID_DIR/pm.pid" 2>/dev/null)"
+
+	# A reload that names another socket changes nothing until a restart,
+	# and the stop must not remove whatever is at the new path.
+	OTHER=$SOCK_DIR/other.sock
+	echo "not a socket" >"$OTHER"
+	sed "s|^listen = .*|listen = \"unix:$OTHER\";|" "$CONF" >"$CONF.new" && mv "$CONF.new" "$CONF"
+	kill -USR1 "$MILTER_PID"
+	wait_for_milter_log 'configuration reloaded' 5 >/dev/null
+	assert_grep "a new listen waits for a restart" 'take effect only after a restart' "$MILTER_LOG"
+
 	kill -TERM "$MILTER_PID"
 	wait "$MILTER_PID"
 	assert_eq "SIGTERM: exit status 0" 0 "$?"
@@ -77,6 +92,8 @@ if assert_grep "starts over a stale socket and listens" "listening on unix:$SOCK
 	else
 		pm_ok "socket removed at stop"
 	fi
+	assert_eq "the file at the reloaded listen path is untouched" "not a socket" \
+		"$(cat "$OTHER" 2>/dev/null)"
 fi
 
 # Started as root without a user: it runs, and says so.
