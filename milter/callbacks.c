@@ -140,7 +140,7 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 		want |= SMFIP_NOBODY;
 	/* Exemption of clients answers at connect (SMFIS_ACCEPT): that is a decision. */
 	if (!(decide & POLICY_STAGE(POLICY_CONNECT)) &&
-	    (s->cfg == NULL || s->cfg->nexempt_clients == 0))
+	    (s->cfg == NULL || s->cfg->exempt.nclients == 0))
 		want |= SMFIP_NR_CONN;
 	if (!(decide & POLICY_STAGE(POLICY_HELO)))
 		want |= SMFIP_NR_HELO;
@@ -209,6 +209,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
+	engine_release(s);      /* MAIL without RSET: the last one ended unaccepted */
 	session_msg_start(s, argv[0], (const char *const *)(argv + 1),
 	    smfi_getsymval(ctx, UNCONST("{auth_authen}")));
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
@@ -287,15 +288,21 @@ cb_abort(SMFICTX *ctx)
 {
 	struct session *s = smfi_getpriv(ctx);
 
-	if (s != NULL)
+	if (s != NULL) {
+		engine_release(s);
 		session_msg_reset(s);
+	}
 	return SMFIS_CONTINUE;
 }
 
 static sfsistat
 cb_close(SMFICTX *ctx)
 {
-	session_free(smfi_getpriv(ctx));
+	struct session *s = smfi_getpriv(ctx);
+
+	if (s != NULL)
+		engine_release(s);      /* disconnect in the middle of a message */
+	session_free(s);
 	smfi_setpriv(ctx, NULL);
 	return SMFIS_CONTINUE;
 }

@@ -271,6 +271,30 @@ parse_fields(struct loader *ld, const config_setting_t *group, const char *where
 			}
 			break;
 		}
+		case PF_STRLIST: {
+			struct policy_strlist *l = (struct policy_strlist *)(void *)dst;
+			int t = config_setting_type(s), n;
+			if (t == CONFIG_TYPE_STRING) {
+				if ((l->v = calloc(2, sizeof(char *))) != NULL &&
+				    (l->v[0] = strdup(config_setting_get_string(s))) != NULL)
+					l->n = 1;
+				break;
+			}
+			if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
+				ERR(ld, s, "%s must be a string or a list of strings, not %s",
+				    f->name, type_name(t));
+				break;
+			}
+			n = config_setting_length(s);
+			if ((l->v = calloc((size_t)n + 1, sizeof(char *))) == NULL)
+				break;
+			for (int i = 0; i < n; i++) {
+				const char *v = get_string(ld, config_setting_get_elem(s, (unsigned)i));
+				if (v != NULL && (l->v[l->n] = strdup(v)) != NULL)
+					l->n++;
+			}
+			break;
+		}
 		case PF_BOOL:
 			if (config_setting_type(s) != CONFIG_TYPE_BOOL)
 				ERR(ld, s, "%s must be true or false, not %s", f->name,
@@ -508,12 +532,13 @@ parse_action(struct loader *ld, const config_setting_t *s, enum policy_action *o
 /* ---- exempt */
 
 static const struct policy_field exempt_fields[] = {
-	{ "authenticated", PF_BOOL, offsetof(struct cfg, exempt_authenticated), 0, 0, false },
+	{ "authenticated", PF_BOOL, offsetof(struct cfg_exempt, authenticated), 0, 0, false },
 	{ NULL, 0, 0, 0, 0, false },
 };
 
+/* exempt = { clients = [...]; authenticated = bool; }, global or per policy. */
 static void
-parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg *c)
+parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg_exempt *c)
 {
 	static const char *const known[] = { "clients", "authenticated", NULL };
 	const config_setting_t *list;
@@ -533,8 +558,8 @@ parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg *c)
 		return;
 	}
 	int n = config_setting_length(list);
-	c->exempt_clients = calloc((size_t)n + 1, sizeof(*c->exempt_clients));
-	if (c->exempt_clients == NULL)
+	c->clients = calloc((size_t)n + 1, sizeof(*c->clients));
+	if (c->clients == NULL)
 		return;
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
@@ -543,11 +568,10 @@ parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg *c)
 
 		if (v == NULL)
 			continue;
-		if (addr_parse_net(v, &c->exempt_clients[c->nexempt_clients], why,
-		    sizeof(why)) != 0)
+		if (addr_parse_net(v, &c->clients[c->nclients], why, sizeof(why)) != 0)
 			ERR(ld, e, "exempt clients: %s", why);
 		else
-			c->nexempt_clients++;
+			c->nclients++;
 	}
 }
 
@@ -559,7 +583,7 @@ static const struct policy_field common_fields[] = {
 };
 
 static const char *const common_keys[] = {
-	"name", "type", "action", "reply", "dry_run", "on_redis_error", NULL,
+	"name", "type", "action", "reply", "dry_run", "on_redis_error", "exempt", NULL,
 };
 
 static bool
@@ -619,11 +643,19 @@ policy_clear(struct cfg_policy *p)
 		if (p->type->free_settings != NULL)
 			p->type->free_settings(p->settings);
 		for (const struct policy_field *f = p->type->fields; f->name != NULL; f++)
-			if (f->kind == PF_STRING)
+			if (f->kind == PF_STRING) {
 				free(*(char **)(void *)((char *)p->settings + f->offset));
+			} else if (f->kind == PF_STRLIST) {
+				struct policy_strlist *l = (struct policy_strlist *)(void *)
+				    ((char *)p->settings + f->offset);
+				for (size_t i = 0; i < l->n; i++)
+					free(l->v[i]);
+				free(l->v);
+			}
 		free(p->settings);
 	}
 	reply_free(p->reply);
+	free(p->exempt.clients);
 	free(p->name);
 }
 
@@ -689,8 +721,18 @@ parse_policy(struct loader *ld, const config_setting_t *s, struct cfg_policy *p,
 	}
 
 	parse_fields(ld, s, where, common_fields, p);
-	if ((v = config_setting_get_member(s, "on_redis_error")) != NULL)
+	if ((v = config_setting_get_member(s, "on_redis_error")) != NULL) {
 		parse_on_error(ld, v, &p->on_redis_error);
+		if (!p->type->uses_store)
+			WARN(ld, v, "%s: on_redis_error has no effect: type \"%s\" needs "
+			    "no Redis", where, p->type->name);
+	}
+	if ((v = config_setting_get_member(s, "exempt")) != NULL)
+		parse_exempt(ld, v, &p->exempt);
+	p->stages = p->type->stages;
+	p->needs = p->type->needs;
+	if (ld->errors == before && p->type->stages_of != NULL)
+		p->stages = p->type->stages_of(p->settings, &p->needs);
 
 	if ((v = config_setting_get_member(s, "action")) == NULL) {
 		ERR(ld, s, "%s has no action (accept, reject, tempfail, discard, "
@@ -771,7 +813,8 @@ cfg_free(struct cfg *c)
 	for (size_t i = 0; i < c->npolicies; i++)
 		policy_clear(&c->policies[i]);
 	free(c->policies);
-	free(c->exempt_clients);
+	free(c->exempt.clients);
+	reply_free(c->redis_error_reply);
 	redis_free(c->redis);
 	free(c->path);
 	free(c->listen);
@@ -891,15 +934,29 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	if ((s = config_setting_get_member(root, "on_redis_error")) != NULL)
 		parse_on_error(&ld, s, &c->on_redis_error);
 	if ((s = config_setting_get_member(root, "exempt")) != NULL)
-		parse_exempt(&ld, s, c);
+		parse_exempt(&ld, s, &c->exempt);
 	if ((s = config_setting_get_member(root, "policies")) != NULL)
 		parse_policies(&ld, s, c);
 	else
 		WARN(&ld, root, "no policies: every message is accepted");
 
 	for (size_t i = 0; i < c->npolicies; i++) {
-		c->stages_decide |= c->policies[i].type->stages;
-		c->stages_need |= c->policies[i].type->needs | c->policies[i].type->stages;
+		const struct cfg_policy *p = &c->policies[i];
+		c->stages_decide |= p->stages;
+		c->stages_need |= p->needs | p->stages;
+		if (p->type->uses_store && c->redis == NULL)
+			ERR(&ld, config_setting_get_elem(config_setting_get_member(root,
+			    "policies"), (unsigned)i), "policy \"%s\": type \"%s\" counts "
+			    "in Redis: add redis = { address = ...; }", p->name, p->type->name);
+	}
+	{
+		/* What a Redis failure with on_redis_error = "tempfail" answers. */
+		static const char *const text[] = {
+			"451 4.3.0 Temporary policy failure; try again later",
+		};
+		char why[256], warn[256];
+		c->redis_error_reply = reply_compile(text, 1, POLICY_TEMPFAIL, why,
+		    sizeof(why), warn, sizeof(warn));
 	}
 	if (ld.errors > 0)
 		goto fail;

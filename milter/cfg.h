@@ -37,6 +37,12 @@ enum cfg_on_error {
 	CFG_ON_ERROR_TEMPFAIL,
 };
 
+struct cfg_exempt {
+	struct addr_net *clients;
+	size_t nclients;
+	bool authenticated;            /* SASL-authenticated senders */
+};
+
 struct cfg_policy {
 	char *name;
 	const struct policy_type *type;
@@ -45,6 +51,9 @@ struct cfg_policy {
 	struct reply_tmpl *reply;      /* reject and tempfail only, else NULL */
 	bool dry_run;
 	enum cfg_on_error on_redis_error;
+	struct cfg_exempt exempt;      /* clients and senders this policy skips */
+	unsigned stages;               /* POLICY_STAGE bits where it decides */
+	unsigned needs;                /* ... and where it reads data */
 	struct stats_entry *stats;     /* owned by the stats registry */
 	unsigned line;
 };
@@ -72,9 +81,8 @@ struct cfg {
 	char *group;
 	struct cfg_redis *redis;       /* NULL: no Redis configured */
 	enum cfg_on_error on_redis_error;
-	struct addr_net *exempt_clients;
-	size_t nexempt_clients;
-	bool exempt_authenticated;
+	struct reply_tmpl *redis_error_reply;  /* tempfail when Redis fails */
+	struct cfg_exempt exempt;
 	struct cfg_policy *policies;
 	size_t npolicies;
 	unsigned stages_decide;        /* POLICY_STAGE bits where some policy decides */

@@ -1,32 +1,74 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * engine - policy evaluation and decisions (see engine.h).
+ *
+ * A stage is evaluated in two steps so that it costs at most one Redis
+ * round trip and still means exactly "policies in file order, first
+ * decisive one wins":
+ *
+ *   1. plan: every applicable policy is looked at in file order.  In-memory
+ *      policies are checked at once (pure functions); counting policies say
+ *      what they would count.  The first in-memory policy that decides
+ *      (refuses, or accepts) ends the plan: nothing after it can matter.
+ *   2. one limiter call checks the counting policies planned before that
+ *      point, all at once and atomically, and reserves their units unless
+ *      the stage is going to refuse anyway (a refused attempt never
+ *      counts);
+ *   3. walk: the plan is walked in file order with all results known;
+ *      statistics, log lines and the verdict come from the walk.
+ *
+ * Reservations are remembered in the message and given back when it does
+ * not end in acceptance (engine_release), or confirmed at end of message.
  */
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "milter/engine.h"
+#include "milter/limiter.h"
 #include "milter/log.h"
 #include "milter/stats.h"
+#include "milter/store_redis.h"
 #include "milter/units.h"
+
+/* One policy of the stage being evaluated. */
+struct item {
+	const struct cfg_policy *p;
+	bool counting;
+	bool active;               /* counting: something to check at this stage */
+	bool hit;                  /* in-memory: the policy is hit */
+	struct policy_hit info;
+	struct policy_count cnt;
+	char key[POLICY_KEY_MAX + 160];   /* the full Redis key */
+	size_t keylen;
+	size_t check;              /* index into the limiter call */
+};
+
+static bool
+client_in(const struct session *s, const struct cfg_exempt *e)
+{
+	if (!s->has_client_addr)
+		return false;
+	for (size_t i = 0; i < e->nclients; i++)
+		if (addr_in_net(&s->client_addr, &e->clients[i]))
+			return true;
+	return false;
+}
 
 bool
 engine_client_exempt(struct session *s)
 {
-	const struct cfg *c = s->cfg;
-
-	s->exempt = false;
-	if (c == NULL || !s->has_client_addr)
-		return false;
-	for (size_t i = 0; i < c->nexempt_clients; i++) {
-		if (addr_in_net(&s->client_addr, &c->exempt_clients[i])) {
-			s->exempt = true;
-			break;
-		}
-	}
+	s->exempt = s->cfg != NULL && client_in(s, &s->cfg->exempt);
 	return s->exempt;
+}
+
+static bool
+policy_exempt(const struct session *s, const struct cfg_policy *p)
+{
+	return client_in(s, &p->exempt) || (p->exempt.authenticated &&
+	    s->msg.sasl_user != NULL && s->msg.sasl_user[0] != '\0');
 }
 
 /*
@@ -48,26 +90,29 @@ log_field(char *dst, size_t len, const char *src)
 
 static void
 log_decision(const struct session *s, const struct cfg_policy *p,
-    enum policy_stage stage, bool dry_run, const struct reply_out *reply)
+    enum policy_stage stage, enum policy_action action, bool dry_run,
+    const char *key, const struct reply_out *reply)
 {
-	char sender[260], rcpt[260], text[1100] = "";
+	char sender[260], rcpt[260], keyf[260] = "", text[1100] = "";
+	bool show_rcpt = stage == POLICY_RCPT && s->msg.rcpt != NULL;
 
 	log_field(sender, sizeof(sender), s->msg.sender);
 	log_field(rcpt, sizeof(rcpt), s->msg.rcpt);
+	if (key != NULL)
+		log_field(keyf, sizeof(keyf), key);
 	if (reply != NULL) {
 		char raw[1100];
 		reply_format(reply, raw, sizeof(raw));
 		log_field(text, sizeof(text), raw);
 	}
 	log_msg(LOG_NOTICE, "%s: client=%s: policy=%s stage=%s action=%s%s "
-	    "sender=\"%s\"%s%s%s%s%s%s",
+	    "sender=\"%s\"%s%s%s%s%s%s%s%s%s",
 	    s->msg.queue_id, s->client_ip[0] ? s->client_ip : "unknown", p->name,
-	    policy_stage_name(stage), policy_action_name(p->action),
+	    policy_stage_name(stage), policy_action_name(action),
 	    dry_run ? " dry_run=yes (would have acted; no action taken)" : "",
 	    sender,
-	    stage == POLICY_RCPT && s->msg.rcpt ? " rcpt=\"" : "",
-	    stage == POLICY_RCPT && s->msg.rcpt ? rcpt : "",
-	    stage == POLICY_RCPT && s->msg.rcpt ? "\"" : "",
+	    show_rcpt ? " rcpt=\"" : "", show_rcpt ? rcpt : "", show_rcpt ? "\"" : "",
+	    key != NULL ? " key=\"" : "", keyf, key != NULL ? "\"" : "",
 	    reply != NULL ? " reply=\"" : "", text, reply != NULL ? "\"" : "");
 }
 
@@ -85,11 +130,19 @@ build_msg(const struct session *s, struct policy_msg *m)
 	m->rcpts = s->msg.rcpts;
 }
 
+/* What a counting hit says in its reply. */
+struct count_vars {
+	const char *key;
+	uint64_t window_ms;
+	uint64_t retry_ms;
+};
+
 static void
-expand_reply(const struct session *s, const struct cfg_policy *p,
-    const struct policy_hit *hit, enum policy_stage stage, struct reply_out *out)
+expand_reply(const struct session *s, const struct reply_tmpl *t, const char *policy,
+    const struct policy_hit *hit, const struct count_vars *cv,
+    enum policy_stage stage, struct reply_out *out)
 {
-	char limit[32], size[32];
+	char limit[32], size[32], window[32] = "", retry[32] = "";
 	struct reply_vars vars = { 0 };
 
 	if (hit->limit_is_size)
@@ -99,13 +152,22 @@ expand_reply(const struct session *s, const struct cfg_policy *p,
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)
 	    (stage == POLICY_EOM || !s->msg.has_declared_size ? s->msg.size :
 	    s->msg.declared_size));
-	vars.policy = p->name;
+	if (cv != NULL) {
+		units_format_duration(cv->window_ms, window, sizeof(window));
+		/* 0: more than the limit at once never fits; say a window. */
+		units_format_duration(cv->retry_ms ? cv->retry_ms : cv->window_ms, retry,
+		    sizeof(retry));
+		vars.key = cv->key;
+		vars.window = window;
+		vars.retry_after = retry;
+	}
+	vars.policy = policy;
 	vars.limit = limit;
 	vars.size = size;
 	vars.sender = s->msg.sender;
 	vars.rcpt = stage == POLICY_RCPT ? s->msg.rcpt : "";
 	vars.client_ip = s->client_ip;
-	reply_expand(p->reply, &vars, out);
+	reply_expand(t, &vars, out);
 }
 
 static enum stats_field
@@ -120,67 +182,413 @@ outcome_field(enum policy_action a)
 	}
 }
 
+static bool
+refuses(enum policy_action a)
+{
+	return a == POLICY_REJECT || a == POLICY_TEMPFAIL;
+}
+
+static enum cfg_on_error
+on_redis_error(const struct session *s, const struct cfg_policy *p)
+{
+	return p->on_redis_error != CFG_ON_ERROR_INHERIT ? p->on_redis_error :
+	    s->cfg->on_redis_error;
+}
+
+static void
+redis_trouble(const char *what, const char *err)
+{
+	static struct log_throttle throttle;
+
+	log_ratelimited(&throttle, 10, LOG_WARNING, "rate limits: %s: %s", what, err);
+}
+
+/* The work space for one stage: an item per policy, kept with the session. */
+static struct item *
+scratch(struct session *s)
+{
+	if (s->scratch == NULL && s->cfg->npolicies > 0)
+		s->scratch = calloc(s->cfg->npolicies, sizeof(struct item));
+	return s->scratch;
+}
+
+static bool
+reserved_before(const struct session *s, const struct item *it)
+{
+	for (size_t i = 0; i < s->msg.nresv; i++) {
+		const struct session_resv *r = &s->msg.resv[i];
+		if (r->policy == it->p && r->keylen == it->keylen &&
+		    memcmp(r->key, it->key, it->keylen) == 0)
+			return true;
+	}
+	return false;
+}
+
+static char
+on_over(const struct cfg_policy *p)
+{
+	if (p->dry_run)
+		return 's';
+	if (refuses(p->action))
+		return 'r';
+	return p->action == POLICY_ACCEPT ? 'a' : 's';
+}
+
+/*
+ * A decisive hit: count it, log it, and either end the stage (refusal,
+ * accept) or remember it for the end of the message (discard, quarantine).
+ * Returns true when evaluation of the stage ends here.
+ */
+static bool
+decide(struct session *s, const struct cfg_policy *p, enum policy_action action,
+    enum policy_stage stage, const char *key, const struct reply_tmpl *reply_t,
+    const struct policy_hit *info, const struct count_vars *cv, struct engine_verdict *v)
+{
+	if (reply_t != NULL)
+		expand_reply(s, reply_t, p->name, info, cv, stage, &v->reply);
+	log_decision(s, p, stage, action, false, key, reply_t ? &v->reply : NULL);
+	switch (action) {
+	case POLICY_DISCARD:
+	case POLICY_QUARANTINE:
+		/* Remembered for the end of the message; a refusal before then
+		 * still wins, so evaluation goes on. */
+		if (s->msg.pending == POLICY_NONE) {
+			s->msg.pending = action;
+			s->msg.pending_policy = p;
+		}
+		return false;
+	case POLICY_ACCEPT:
+		if (stage <= POLICY_HELO)
+			s->accepted = true;
+		else
+			s->msg.decided = true;
+		break;
+	default:
+		break;
+	}
+	stats_add(p->stats, outcome_field(action), 1);
+	v->policy = p;
+	v->action = action;
+	return true;
+}
+
+static void
+dry_hit(struct session *s, const struct cfg_policy *p, enum policy_stage stage,
+    const char *key, const struct policy_hit *info, const struct count_vars *cv,
+    struct engine_verdict *v)
+{
+	stats_add(p->stats, STATS_DRY_RUN, 1);
+	if (p->reply != NULL)
+		expand_reply(s, p->reply, p->name, info, cv, stage, &v->reply);
+	log_decision(s, p, stage, p->action, true, key, p->reply ? &v->reply : NULL);
+}
+
+static void forget_resv(struct session *s);
+
+/* Give back every reservation of the message; logs and forgets on failure. */
+static void
+give_back_all(struct session *s)
+{
+	struct limiter_back *b;
+	char err[256];
+	bool refused;
+	size_t stop;
+
+	if (s->msg.nresv == 0)
+		return;
+	if (s->cfg->redis != NULL && (b = calloc(s->msg.nresv, sizeof(*b))) != NULL) {
+		for (size_t i = 0; i < s->msg.nresv; i++) {
+			b[i].key = s->msg.resv[i].key;
+			b[i].keylen = s->msg.resv[i].keylen;
+			b[i].field = s->msg.resv[i].field;
+			b[i].amount = s->msg.resv[i].amount;
+		}
+		/* On failure the units stay counted until their key expires:
+		 * too strict for a while, never too lenient. */
+		if (limiter_run(s->cfg->redis->store, NULL, 0, false, b, s->msg.nresv,
+		    NULL, 0, &refused, &stop, NULL, err, sizeof(err)) != 0)
+			redis_trouble("cannot give back units", err);
+		free(b);
+	}
+	forget_resv(s);
+}
+
+void
+engine_release(struct session *s)
+{
+	if (s->cfg != NULL)
+		give_back_all(s);
+}
+
+/* ---- RCPT (and any stage with counting policies) */
+
+static void
+plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
+    struct item *items, size_t *nitems, size_t *stop, bool *pure_refusal)
+{
+	const struct cfg *c = s->cfg;
+	size_t n = 0;
+
+	*stop = SIZE_MAX;
+	*pure_refusal = false;
+	for (size_t i = 0; i < c->npolicies && *stop == SIZE_MAX; i++) {
+		const struct cfg_policy *p = &c->policies[i];
+		struct item *it;
+
+		if (!(p->stages & POLICY_STAGE(stage)) || policy_exempt(s, p))
+			continue;
+		it = &items[n++];
+		it->p = p;
+		it->counting = p->type->count != NULL;
+		it->active = false;
+		it->hit = false;
+		memset(&it->info, 0, sizeof(it->info));
+		if (it->counting) {
+			if (!p->type->count(p->settings, stage, m, &it->cnt))
+				continue;
+			it->keylen = (size_t)snprintf(it->key, sizeof(it->key), "%srl:%s:",
+			    c->redis->prefix, p->name);
+			memcpy(it->key + it->keylen, it->cnt.key, it->cnt.keylen);
+			it->keylen += it->cnt.keylen;
+			it->key[it->keylen] = '\0';
+			/* Messages and bytes count once per message and key. */
+			it->active = it->cnt.unit == POLICY_UNIT_RECIPIENTS ||
+			    !reserved_before(s, it);
+			it->info.limit = it->cnt.limit;
+			it->info.limit_is_size = it->cnt.unit == POLICY_UNIT_BYTES;
+			continue;
+		}
+		it->hit = p->type->check(p->settings, stage, m, &it->info);
+		if (it->hit && !p->dry_run && (refuses(p->action) ||
+		    p->action == POLICY_ACCEPT)) {
+			*stop = n - 1;
+			*pure_refusal = refuses(p->action);
+		}
+	}
+	*nitems = n;
+}
+
+static enum policy_action
+run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
+{
+	struct item *items = scratch(s);
+	struct limiter_check *checks = NULL;
+	struct limiter_result *res = NULL;
+	struct policy_msg m;
+	size_t n, stop, nc = 0;
+	bool pure_refusal, refused = false, redis_failed = false;
+	char err[256];
+
+	if (items == NULL)
+		return POLICY_NONE;
+	build_msg(s, &m);
+	plan(s, stage, &m, items, &n, &stop, &pure_refusal);
+
+	for (size_t i = 0; i < n; i++)
+		if (items[i].active)
+			items[i].check = nc++;
+	if (nc > 0) {
+		size_t lstop;
+		checks = calloc(nc, sizeof(*checks));
+		res = calloc(nc, sizeof(*res));
+		if (checks == NULL || res == NULL) {
+			redis_failed = true;
+			snprintf(err, sizeof(err), "out of memory");
+		} else {
+			for (size_t i = 0; i < n; i++) {
+				struct item *it = &items[i];
+				if (!it->active)
+					continue;
+				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
+				    it->cnt.limit, it->cnt.window_ms, it->cnt.amount,
+				    on_over(it->p) };
+			}
+			redis_failed = limiter_run(s->cfg->redis->store, checks, nc,
+			    !pure_refusal, NULL, 0, NULL, 0, &refused, &lstop, res, err,
+			    sizeof(err)) != 0;
+		}
+		if (redis_failed)
+			redis_trouble("check failed", err);
+	}
+
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		const struct cfg_policy *p = it->p;
+
+		if (it->counting && !it->active)
+			continue;
+		stats_add(p->stats, STATS_CHECKED, 1);
+		if (!it->counting) {
+			if (!it->hit)
+				continue;
+			if (p->dry_run) {
+				dry_hit(s, p, stage, NULL, &it->info, NULL, v);
+				continue;
+			}
+			if (decide(s, p, p->action, stage, NULL, p->reply, &it->info, NULL, v))
+				break;
+			continue;
+		}
+		if (redis_failed) {
+			stats_add(p->stats, STATS_REDIS_ERRORS, 1);
+			if (on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&
+			    decide(s, p, POLICY_TEMPFAIL, stage, it->cnt.key,
+			    s->cfg->redis_error_reply, &it->info, NULL, v))
+				break;
+			continue;
+		}
+		const struct limiter_result *r = &res[it->check];
+		struct count_vars cv = { it->cnt.key, it->cnt.window_ms, r->retry_ms };
+		if (r->over) {
+			if (p->dry_run) {
+				dry_hit(s, p, stage, it->cnt.key, &it->info, &cv, v);
+				continue;
+			}
+			if (decide(s, p, p->action, stage, it->cnt.key, p->reply, &it->info,
+			    &cv, v))
+				break;
+			continue;
+		}
+		if (!refused && !pure_refusal && r->field >= 0) {
+			struct session_resv add = { p, it->key, it->keylen,
+			    it->keylen - it->cnt.keylen, r->field, it->cnt.amount,
+			    it->cnt.limit, it->cnt.window_ms };
+			if (session_add_resv(s, &add) != 0)
+				log_msg(LOG_ERR, "out of memory: a reservation will not be "
+				    "given back");
+		}
+	}
+	free(checks);
+	free(res);
+	return v->action;
+}
+
+/* ---- end of message: byte counts reconciled, reservations settled */
+
+/* Forget the reservations: the message was accepted, or they went back. */
+static void
+forget_resv(struct session *s)
+{
+	for (size_t i = 0; i < s->msg.nresv; i++)
+		free(s->msg.resv[i].key);
+	s->msg.nresv = 0;
+}
+
+/*
+ * Byte counts reserved SIZE= at RCPT; now the real size counts: one more
+ * atomic call checks and adds what is over the declared size (refusing the
+ * message when that passes a limit, and then giving back everything it
+ * reserved) and gives back what is under it.  Every other reservation is
+ * simply kept: the message is accepted.
+ */
+static void
+settle_eom(struct session *s, struct engine_verdict *v)
+{
+	size_t nres = s->msg.nresv, nc = 0, na = 0, lstop;
+	struct limiter_check *checks = NULL;
+	struct limiter_back *always = NULL, *all = NULL;
+	struct limiter_result *res = NULL;
+	size_t *owner = NULL;
+	bool refused = false;
+	char err[256];
+
+	if (nres == 0)
+		return;
+	if (refuses(v->action)) {
+		give_back_all(s);
+		return;
+	}
+	if (s->msg.decided)     /* accepted by an allow list: nothing more counts */
+		goto confirm;
+	checks = calloc(nres, sizeof(*checks));
+	res = calloc(nres, sizeof(*res));
+	always = calloc(nres, sizeof(*always));
+	all = calloc(nres, sizeof(*all));
+	owner = calloc(nres, sizeof(*owner));
+	if (checks == NULL || res == NULL || always == NULL || all == NULL || owner == NULL)
+		goto confirm;
+	for (size_t i = 0; i < nres; i++) {
+		const struct session_resv *r = &s->msg.resv[i];
+
+		all[i] = (struct limiter_back){ r->key, r->keylen, r->field, r->amount };
+		if (!(r->policy->stages & POLICY_STAGE(POLICY_EOM)))
+			continue;
+		if (s->msg.size > r->amount) {
+			owner[nc] = i;
+			checks[nc++] = (struct limiter_check){ r->key, r->keylen, r->limit,
+			    r->window_ms, s->msg.size - r->amount, on_over(r->policy) };
+		} else if (s->msg.size < r->amount) {
+			always[na++] = (struct limiter_back){ r->key, r->keylen, r->field,
+			    r->amount - s->msg.size };
+		}
+	}
+	if (nc + na == 0)
+		goto confirm;
+	if (limiter_run(s->cfg->redis->store, checks, nc, true, always, na, all, nres,
+	    &refused, &lstop, res, err, sizeof(err)) != 0) {
+		redis_trouble("end of message", err);
+		for (size_t j = 0; j < nc; j++) {
+			const struct session_resv *r = &s->msg.resv[owner[j]];
+			stats_add(r->policy->stats, STATS_REDIS_ERRORS, 1);
+			if (on_redis_error(s, r->policy) == CFG_ON_ERROR_TEMPFAIL &&
+			    !r->policy->dry_run) {
+				struct policy_hit info = { r->limit, true };
+				decide(s, r->policy, POLICY_TEMPFAIL, POLICY_EOM, NULL,
+				    s->cfg->redis_error_reply, &info, NULL, v);
+				give_back_all(s);
+				goto out;
+			}
+		}
+		goto confirm;
+	}
+	for (size_t j = 0; j < nc; j++) {
+		const struct session_resv *r = &s->msg.resv[owner[j]];
+		const struct cfg_policy *p = r->policy;
+		struct policy_hit info = { r->limit, true };
+		const char *key = r->key + r->keyoff;
+		struct count_vars cv = { key, r->window_ms, res[j].retry_ms };
+
+		stats_add(p->stats, STATS_CHECKED, 1);
+		if (!res[j].over)
+			continue;
+		if (p->dry_run) {
+			dry_hit(s, p, POLICY_EOM, key, &info, &cv, v);
+			continue;
+		}
+		if (refused && decide(s, p, p->action, POLICY_EOM, key, p->reply, &info, &cv, v))
+			break;
+	}
+	/* Refused: the script gave every reservation back.  Else: accepted. */
+confirm:
+	forget_resv(s);
+out:
+	free(checks);
+	free(res);
+	free(always);
+	free(all);
+	free(owner);
+}
+
 enum policy_action
 engine_run(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 {
 	const struct cfg *c = s->cfg;
-	struct policy_msg m;
 
 	v->action = POLICY_NONE;
 	v->policy = NULL;
 	if (c == NULL || s->exempt || s->accepted || s->msg.exempt)
 		return POLICY_NONE;
-	if (!s->msg.decided && (c->stages_decide & POLICY_STAGE(stage))) {
-		build_msg(s, &m);
-		for (size_t i = 0; i < c->npolicies; i++) {
-			const struct cfg_policy *p = &c->policies[i];
-			struct policy_hit hit = { 0 };
-
-			if (!(p->type->stages & POLICY_STAGE(stage)))
-				continue;
-			stats_add(p->stats, STATS_CHECKED, 1);
-			if (!p->type->check(p->settings, stage, &m, &hit))
-				continue;
-			if (p->reply != NULL)
-				expand_reply(s, p, &hit, stage, &v->reply);
-			if (p->dry_run) {
-				stats_add(p->stats, STATS_DRY_RUN, 1);
-				log_decision(s, p, stage, true, p->reply ? &v->reply : NULL);
-				continue;
-			}
-			log_decision(s, p, stage, false, p->reply ? &v->reply : NULL);
-			switch (p->action) {
-			case POLICY_DISCARD:
-			case POLICY_QUARANTINE:
-				/* Remembered for the end of the message; a refusal
-				 * before then still wins, so evaluation goes on. */
-				if (s->msg.pending == POLICY_NONE) {
-					s->msg.pending = p->action;
-					s->msg.pending_policy = p;
-				}
-				continue;
-			case POLICY_ACCEPT:
-				if (stage <= POLICY_HELO)
-					s->accepted = true;
-				else
-					s->msg.decided = true;
-				break;
-			default:
-				break;
-			}
-			stats_add(p->stats, outcome_field(p->action), 1);
-			v->policy = p;
-			v->action = p->action;
-			break;
+	if (!s->msg.decided && (c->stages_decide & POLICY_STAGE(stage)))
+		run_stage(s, stage, v);
+	if (stage == POLICY_EOM) {
+		settle_eom(s, v);
+		/* A pending drop or hold stands unless the message is refused. */
+		if (s->msg.pending != POLICY_NONE && !refuses(v->action)) {
+			/* Counted when done, so that the counter says what happened. */
+			stats_add(s->msg.pending_policy->stats, outcome_field(s->msg.pending), 1);
+			v->action = s->msg.pending;
+			v->policy = s->msg.pending_policy;
 		}
-	}
-	/* A pending drop or hold stands unless the message is refused. */
-	if (stage == POLICY_EOM && s->msg.pending != POLICY_NONE &&
-	    v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL) {
-		/* Counted when done, so that the counter says what happened. */
-		stats_add(s->msg.pending_policy->stats, outcome_field(s->msg.pending), 1);
-		v->action = s->msg.pending;
-		v->policy = s->msg.pending_policy;
 	}
 	return v->action;
 }

@@ -43,4 +43,11 @@ enum policy_action engine_run(struct session *s, enum policy_stage stage,
 /* Called once the client is known: true when it is exempt (and records it). */
 bool engine_client_exempt(struct session *s);
 
+/*
+ * The message in progress ends without acceptance (abort, RSET, a new MAIL,
+ * disconnect): give back the units its rate limits reserved.  At end of
+ * message engine_run() settles them itself.
+ */
+void engine_release(struct session *s);
+
 #endif

@@ -41,6 +41,9 @@ session_new(struct cfg *cfg)
 void
 session_msg_reset(struct session *s)
 {
+	for (size_t i = 0; i < s->msg.nresv; i++)
+		free(s->msg.resv[i].key);
+	free(s->msg.resv);
 	free(s->msg.sender);
 	free(s->msg.sasl_user);
 	free(s->msg.rcpt);
@@ -56,6 +59,7 @@ session_free(struct session *s)
 		return;
 	session_msg_reset(s);
 	free(s->helo);
+	free(s->scratch);
 	cfg_unref(s->cfg);
 	free(s);
 }
@@ -134,7 +138,7 @@ session_msg_start(struct session *s, const char *sender,
 	s->msg.active = true;
 	s->msg.sender = session_strip_brackets(sender);
 	s->msg.sasl_user = copy_field(sasl_user);
-	if (s->cfg != NULL && s->cfg->exempt_authenticated && s->msg.sasl_user != NULL &&
+	if (s->cfg != NULL && s->cfg->exempt.authenticated && s->msg.sasl_user != NULL &&
 	    s->msg.sasl_user[0] != '\0')
 		s->msg.exempt = true;
 	for (size_t i = 0; esmtp_args != NULL && esmtp_args[i] != NULL; i++)
@@ -159,4 +163,27 @@ session_set_queue_id(struct session *s, const char *qid)
 	for (; qid[i] != '\0' && i + 1 < sizeof(s->msg.queue_id); i++)
 		s->msg.queue_id[i] = isalnum((unsigned char)qid[i]) ? qid[i] : '_';
 	s->msg.queue_id[i] = '\0';
+}
+
+int
+session_add_resv(struct session *s, const struct session_resv *add)
+{
+	struct session_resv *r;
+
+	if (s->msg.nresv == s->msg.resv_cap) {
+		size_t cap = s->msg.resv_cap ? s->msg.resv_cap * 2 : 4;
+		r = realloc(s->msg.resv, cap * sizeof(*r));
+		if (r == NULL)
+			return -1;
+		s->msg.resv = r;
+		s->msg.resv_cap = cap;
+	}
+	r = &s->msg.resv[s->msg.nresv];
+	*r = *add;
+	if ((r->key = malloc(add->keylen + 1)) == NULL)
+		return -1;
+	memcpy(r->key, add->key, add->keylen);
+	r->key[add->keylen] = '\0';
+	s->msg.nresv++;
+	return 0;
 }

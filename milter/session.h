@@ -26,6 +26,17 @@
 #include "milter/cfg.h"
 #include "policies/policy.h"
 
+/* Units a rate limit reserved for the message in progress (limiter.h). */
+struct session_resv {
+	const struct cfg_policy *policy;
+	char *key;                 /* the full Redis key */
+	size_t keylen;
+	size_t keyoff;             /* where the policy's own key starts in it */
+	int64_t field;             /* the bucket */
+	uint64_t amount;
+	uint64_t limit, window_ms; /* of the policy, for the end of message */
+};
+
 struct session_msg {
 	bool active;               /* MAIL seen, no end of message or abort yet */
 	char queue_id[32];         /* "-" until the MTA tells */
@@ -40,6 +51,8 @@ struct session_msg {
 	bool decided;              /* accept/discard/quarantine: no more policies */
 	enum policy_action pending;   /* discard or quarantine, applied at end */
 	const struct cfg_policy *pending_policy;
+	struct session_resv *resv;    /* given back unless the message is accepted */
+	size_t nresv, resv_cap;
 };
 
 struct session {
@@ -52,6 +65,7 @@ struct session {
 	bool accepted;             /* an accept at connect/helo covers the connection */
 	unsigned long nr_flags;    /* SMFIP_NR_* the MTA agreed to (callbacks.c) */
 	struct session_msg msg;
+	void *scratch;             /* the engine's per-stage work space */
 };
 
 /* A new session holding a reference to cfg (may be NULL: no config). */
@@ -62,8 +76,15 @@ void session_free(struct session *s);        /* accepts NULL */
 void session_set_client(struct session *s, const struct sockaddr *sa);
 void session_set_helo(struct session *s, const char *helo);
 
-/* Forget the message in progress; a new one starts at MAIL. */
+/*
+ * Forget the message in progress; a new one starts at MAIL.  Reservations
+ * still held are dropped from memory only: give them back first
+ * (engine_release).
+ */
 void session_msg_reset(struct session *s);
+
+/* Remember a reservation (copies r->key).  0, or -1 without memory. */
+int session_add_resv(struct session *s, const struct session_resv *r);
 
 /*
  * Start a message: sender as in MAIL FROM ("<a@b>" or "<>"), esmtp_args the

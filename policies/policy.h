@@ -63,6 +63,28 @@ struct policy_hit {
 	bool limit_is_size;        /* format ${limit} as a size ("25M") */
 };
 
+/* What a counting policy (rate limit) counts. */
+enum policy_unit {
+	POLICY_UNIT_MESSAGES,      /* once per message and key */
+	POLICY_UNIT_RECIPIENTS,    /* once per accepted recipient */
+	POLICY_UNIT_BYTES,         /* SIZE= at RCPT, the real size at end of message */
+};
+
+#define POLICY_KEY_MAX 2048
+
+/*
+ * A count that a policy asks the engine to check and reserve in Redis, all
+ * the policies of a stage in one atomic call (see milter/limiter.h).
+ */
+struct policy_count {
+	char key[POLICY_KEY_MAX];  /* the counted key, e.g. "alice|example.net" */
+	size_t keylen;
+	enum policy_unit unit;
+	uint64_t amount;           /* units this stage adds */
+	uint64_t limit;            /* most units in any window */
+	uint64_t window_ms;
+};
+
 /* Kinds of setting a policy type may declare. */
 enum policy_field_kind {
 	PF_INT,        /* long long, within [min, max] */
@@ -70,6 +92,12 @@ enum policy_field_kind {
 	PF_DURATION,   /* uint64_t milliseconds: integer seconds or "10m" */
 	PF_BOOL,       /* bool */
 	PF_STRING,     /* char *, owned by the settings struct */
+	PF_STRLIST,    /* struct policy_strlist, a string or a list of strings */
+};
+
+struct policy_strlist {
+	char **v;
+	size_t n;
 };
 
 struct policy_field {
@@ -90,9 +118,19 @@ struct policy_type {
 	int (*validate)(void *settings, char *why, size_t whylen);
 	/* Free what validate or the strings allocated (not the struct).  May be NULL. */
 	void (*free_settings)(void *settings);
-	/* true when the policy is hit at this stage (fills hit). */
+	/* When set, the stages this policy decides at, and in *needs those
+	 * whose data it reads: narrower than stages/needs for some settings. */
+	unsigned (*stages_of)(const void *settings, unsigned *needs);
+	bool uses_store;                        /* needs the redis settings */
+	/* true when the policy is hit at this stage (fills hit).  NULL for
+	 * counting types. */
 	bool (*check)(const void *settings, enum policy_stage stage,
 	    const struct policy_msg *msg, struct policy_hit *hit);
+	/* Counting types: true when the policy counts something at this stage
+	 * (fills c); false when it does not apply (e.g. no SASL user for a
+	 * sasl_user key).  NULL for the others. */
+	bool (*count)(const void *settings, enum policy_stage stage,
+	    const struct policy_msg *msg, struct policy_count *c);
 	const char *default_reject;             /* reply when none is configured */
 	const char *default_tempfail;
 };
@@ -103,6 +141,7 @@ const struct policy_type *policy_type_find(const char *name);
 
 extern const struct policy_type policy_type_size;
 extern const struct policy_type policy_type_recipients;
+extern const struct policy_type policy_type_ratelimit;
 
 const char *policy_stage_name(enum policy_stage stage);
 const char *policy_action_name(enum policy_action action);

@@ -12,6 +12,7 @@
 const struct policy_type *const policy_types[] = {
 	&policy_type_size,
 	&policy_type_recipients,
+	&policy_type_ratelimit,
 	NULL,
 };
 

@@ -36,6 +36,7 @@
 #include "milter/stats.h"
 #include "milter/store_redis.h"
 #include "policies/policy.h"
+#include "tests/testlib.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -337,10 +338,10 @@ static const struct {
 	{ "policy unknown type suggests",
 	    POL("name = \"a\"; type = \"szie\"; max = \"1M\"; action = \"reject\";"), 3,
 	    "policy \"a\": unknown type \"szie\"; did you mean \"size\"? (known: size, "
-	    "recipients)", 1, NULL },
+	    "recipients, ratelimit)", 1, NULL },
 	{ "policy unknown type",
 	    POL("name = \"a\"; type = \"greylist\"; action = \"reject\";"), 3,
-	    "unknown type \"greylist\" (known: size, recipients)", 1, NULL },
+	    "unknown type \"greylist\" (known: size, recipients, ratelimit)", 1, NULL },
 	{ "policy unknown key suggests", REJ("\"552 5.3.4 Too big\"; replay = 1"), 3,
 	    "unknown setting \"replay\" in policy \"p\"; did you mean \"reply\"?", 1, NULL },
 	{ "policy unknown key max typo",
@@ -621,8 +622,11 @@ static const char good_text[] =
     "(limit ${limit})\"; },\n"
     "\n"
     "  { name = \"max-rcpts\"; type = \"recipients\"; max = 100;\n"
-    "    action = \"tempfail\"; dry_run = true; on_redis_error = \"accept\";\n"
-    "    reply = [ \"452 4.5.3 Too many recipients\", \"send the rest later\" ]; }\n"
+    "    action = \"tempfail\"; dry_run = true;\n"
+    "    reply = [ \"452 4.5.3 Too many recipients\", \"send the rest later\" ]; },\n"
+    "  { name = \"per-user\"; type = \"ratelimit\"; key = [ \"sasl_user\" ];\n"
+    "    count = \"recipients\"; limit = 500; window = \"1h\"; action = \"tempfail\";\n"
+    "    on_redis_error = \"accept\"; exempt = { clients = [ \"192.0.2.0/24\" ]; }; }\n"
     ");\n";
 
 static bool
@@ -632,8 +636,8 @@ exempt_has(const struct cfg *c, const char *ip)
 
 	if (addr_parse_ip(ip, &a) != 0)
 		return false;
-	for (size_t i = 0; i < c->nexempt_clients; i++)
-		if (addr_in_net(&a, &c->exempt_clients[i]))
+	for (size_t i = 0; i < c->exempt.nclients; i++)
+		if (addr_in_net(&a, &c->exempt.clients[i]))
 			return true;
 	return false;
 }
@@ -694,14 +698,14 @@ START_TEST(good_config)
 	ck_assert_msg(c->on_redis_error == CFG_ON_ERROR_TEMPFAIL, "good: on_redis_error %d",
 	    c->on_redis_error);
 
-	ck_assert_msg(c->nexempt_clients == 3, "good: %zu exempt clients",
-	    c->nexempt_clients);
-	ck_assert_msg(c->exempt_authenticated, "good: authenticated not exempt");
+	ck_assert_msg(c->exempt.nclients == 3, "good: %zu exempt clients",
+	    c->exempt.nclients);
+	ck_assert_msg(c->exempt.authenticated, "good: authenticated not exempt");
 	ck_assert_msg(exempt_has(c, "127.1.2.3") && exempt_has(c, "::1") &&
 	    exempt_has(c, "2001:db8:1::25") && !exempt_has(c, "192.0.2.1") &&
 	    !exempt_has(c, "::2"), "good: exempt clients wrong");
 
-	ck_assert_msg(c->npolicies == 2, "good: %zu policies", c->npolicies);
+	ck_assert_msg(c->npolicies == 3, "good: %zu policies", c->npolicies);
 	p = &c->policies[0];
 	ck_assert_msg(strcmp(p->name, "max-size") == 0 && p->type == &policy_type_size,
 	    "good: policy 1 is %s", p->name);
@@ -726,9 +730,19 @@ START_TEST(good_config)
 	ck_assert_msg(p->reply != NULL && reply_code(p->reply) == 452,
 	    "good: policy 2 reply");
 	ck_assert_msg(p->dry_run, "good: policy 2 not dry_run");
-	ck_assert_msg(p->on_redis_error == CFG_ON_ERROR_ACCEPT,
+	ck_assert_msg(p->on_redis_error == CFG_ON_ERROR_INHERIT,
 	    "good: policy 2 on_redis_error %d", p->on_redis_error);
 	ck_assert_msg(!rcpt_hit(p, 99) && rcpt_hit(p, 100), "good: recipients max is not 100");
+
+	p = &c->policies[2];
+	ck_assert_msg(strcmp(p->name, "per-user") == 0 && p->type == &policy_type_ratelimit,
+	    "good: policy 3 is %s", p->name);
+	ck_assert_msg(p->on_redis_error == CFG_ON_ERROR_ACCEPT,
+	    "good: policy 3 on_redis_error %d", p->on_redis_error);
+	ck_assert_msg(p->exempt.nclients == 1 && !p->exempt.authenticated,
+	    "good: policy 3 exempt %zu", p->exempt.nclients);
+	ck_assert_msg(p->stages == POLICY_STAGE(POLICY_RCPT), "good: policy 3 stages %#x",
+	    p->stages);
 
 	ck_assert_msg((c->stages_decide & POLICY_STAGE(POLICY_RCPT)) &&
 	    (c->stages_decide & POLICY_STAGE(POLICY_EOM)), "good: stages_decide %#x",
@@ -752,7 +766,7 @@ START_TEST(defaults)
 	ck_assert_msg(c->user == NULL && c->group == NULL, "defaults: user or group set");
 	ck_assert_msg(c->on_redis_error == CFG_ON_ERROR_ACCEPT, "defaults: on_redis_error %d",
 	    c->on_redis_error);
-	ck_assert_msg(c->nexempt_clients == 0 && !c->exempt_authenticated,
+	ck_assert_msg(c->exempt.nclients == 0 && !c->exempt.authenticated,
 	    "defaults: exempt set");
 	ck_assert_msg(strcmp(c->redis->prefix, "pm:") == 0, "defaults: prefix \"%s\"",
 	    c->redis->prefix);
@@ -1285,8 +1299,7 @@ config_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
+	int status;
 
 	if (mkdtemp(tmpdir) == NULL) {
 		perror("mkdtemp");
@@ -1306,11 +1319,8 @@ main(void)
 		}
 	}
 
-	sr = srunner_create(config_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	status = tl_run(config_suite());
 	stats_reset();
 	nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return status;
 }

@@ -15,17 +15,10 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "milter/cfg.h"
 #include "milter/engine.h"
@@ -33,6 +26,7 @@
 #include "milter/reply.h"
 #include "milter/session.h"
 #include "milter/stats.h"
+#include "tests/testlib.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 #define ANY UINT64_MAX             /* a counter the scenario does not pin down */
@@ -310,85 +304,6 @@ static const struct scenario scenarios[] = {
 	    { { "limit", 2, 1, 0, 0, 0, 0, 0 } } },
 };
 
-/*
- * The test's session.  A checked teardown frees it and forgets the counters,
- * also after a failed assertion (which, with CK_FORK=no, skips the rest of
- * the test), so that no case sees another's counters or leaks under ASan.
- */
-static struct session *cur;
-
-static void
-teardown(void)
-{
-	session_free(cur);
-	cur = NULL;
-	stats_reset();
-}
-
-/* ---- loading a configuration */
-
-struct loaded {
-	char msgs[4096];
-};
-
-static void
-collect(void *arg, bool is_error, const char *msg)
-{
-	struct loaded *l = arg;
-	size_t n = strlen(l->msgs);
-
-	snprintf(l->msgs + n, sizeof(l->msgs) - n, "%s%s\n", is_error ? "error: " : "", msg);
-}
-
-/* Load listen + text from a private file; no error and no warning allowed. */
-static struct cfg *
-load_config(const char *label, const char *text)
-{
-	char dir[] = "/tmp/check_engine.XXXXXX", path[64];
-	struct loaded l = { "" };
-	struct cfg *c;
-	FILE *fp;
-
-	ck_assert_msg(mkdtemp(dir) != NULL, "%s: mkdtemp: %s", label, strerror(errno));
-	snprintf(path, sizeof(path), "%s/policy-milter.conf", dir);
-	fp = fopen(path, "w");
-	ck_assert_msg(fp != NULL, "%s: %s: %s", label, path, strerror(errno));
-	fprintf(fp, "listen = \"unix:/run/policy-milter/test.sock\";\n%s", text);
-	ck_assert_msg(fclose(fp) == 0, "%s: %s: %s", label, path, strerror(errno));
-	c = cfg_load(path, NULL, collect, &l);
-	unlink(path);
-	rmdir(dir);
-	ck_assert_msg(c != NULL, "%s: configuration refused:\n%s", label, l.msgs);
-	if (l.msgs[0] != '\0') {
-		cfg_unref(c);
-		ck_abort_msg("%s: configuration warned:\n%s", label, l.msgs);
-	}
-	return c;
-}
-
-/* ---- driving a session as callbacks.c does */
-
-static void
-set_client(const char *label, struct session *s, const char *ip)
-{
-	struct sockaddr_in sin;
-	struct sockaddr_in6 sin6;
-
-	memset(&sin, 0, sizeof(sin));
-	memset(&sin6, 0, sizeof(sin6));
-	if (ip == NULL) {
-		session_set_client(s, NULL);
-	} else if (inet_pton(AF_INET, ip, &sin.sin_addr) == 1) {
-		sin.sin_family = AF_INET;
-		session_set_client(s, (const struct sockaddr *)&sin);
-	} else if (inet_pton(AF_INET6, ip, &sin6.sin6_addr) == 1) {
-		sin6.sin6_family = AF_INET6;
-		session_set_client(s, (const struct sockaddr *)&sin6);
-	} else {
-		ck_abort_msg("%s: bad test address %s", label, ip);
-	}
-}
-
 static void
 assert_reply_safe(const char *label, size_t k, const struct reply_out *out)
 {
@@ -435,7 +350,7 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 	case ST_END:
 		return;
 	case ST_CONNECT:
-		set_client(label, s, st->arg);
+		tl_set_client(label, s, st->arg);
 		if (engine_client_exempt(s)) {
 			/* cb_connect answers at once; the engine never runs at connect. */
 			ck_assert_msg(st->want == POLICY_NONE, "%s: step %zu: client "
@@ -452,7 +367,7 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 		const char *const args[] = { st->esmtp, NULL };
 		session_msg_start(s, st->arg, args, st->sasl);
 		/* As cb_envfrom does. */
-		if (s->cfg->exempt_authenticated && s->msg.sasl_user[0] != '\0')
+		if (s->cfg->exempt.authenticated && s->msg.sasl_user[0] != '\0')
 			s->msg.exempt = true;
 		stage = POLICY_MAIL;
 		break;
@@ -514,23 +429,17 @@ assert_counts(const char *label, const struct counts *want)
 	};
 
 	ck_assert_msg(e != NULL, "%s: no statistics for %s", label, want->policy);
-	for (size_t i = 0; i < NELEM(fields); i++) {
-		uint64_t got = stats_pending(e, fields[i].f);
-		if (fields[i].n == ANY)
-			continue;
-		ck_assert_msg(got == fields[i].n, "%s: %s %s = %llu, expected %llu", label,
-		    want->policy, stats_field_name(fields[i].f), (unsigned long long)got,
-		    (unsigned long long)fields[i].n);
-	}
+	for (size_t i = 0; i < NELEM(fields); i++)
+		if (fields[i].n != ANY)
+			tl_assert_count(label, want->policy, fields[i].f, fields[i].n);
 }
 
 START_TEST(test_scenario)
 {
 	const struct scenario *sc = &scenarios[_i];
-	struct cfg *c = load_config(sc->label, sc->conf);
-	struct session *s = cur = session_new(c);
+	struct cfg *c = tl_load_config(sc->label, sc->conf);
+	struct session *s = tl_session_new(sc->label, c);
 
-	ck_assert_msg(s != NULL, "%s: session_new", sc->label);
 	cfg_unref(c);              /* the session holds its own reference */
 	for (size_t k = 0; k < NELEM(sc->steps) && sc->steps[k].kind != ST_END; k++)
 		run_step(sc->label, k, s, &sc->steps[k]);
@@ -545,7 +454,7 @@ engine_suite(void)
 	Suite *s = suite_create("engine");
 	TCase *tc = tcase_create("scenarios");
 
-	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_checked_fixture(tc, NULL, tl_teardown);
 	tcase_add_loop_test(tc, test_scenario, 0, NELEM(scenarios));
 	suite_add_tcase(s, tc);
 	return s;
@@ -554,13 +463,6 @@ engine_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	log_open(true, false);
-	sr = srunner_create(engine_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tl_run(engine_suite());
 }

@@ -13,23 +13,18 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "milter/cfg.h"
 #include "milter/engine.h"
 #include "milter/log.h"
 #include "milter/session.h"
 #include "milter/stats.h"
+#include "tests/testlib.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 #define BIT(n) (UINT64_C(1) << (n))
@@ -67,90 +62,20 @@ static const struct rcpt_case rcpt_cases[] = {
 	    "550 5.5.3 Too many recipients (at most 100 per message)" },
 };
 
-/*
- * The test's session.  A checked teardown frees it and forgets the counters,
- * also after a failed assertion (which, with CK_FORK=no, skips the rest of
- * the test), so that no case sees another's counters or leaks under ASan.
- */
-static struct session *cur;
-
-static void
-teardown(void)
-{
-	session_free(cur);
-	cur = NULL;
-	stats_reset();
-}
-
-/* ---- loading a configuration */
-
-struct loaded {
-	char msgs[4096];
-};
-
-static void
-collect(void *arg, bool is_error, const char *msg)
-{
-	struct loaded *l = arg;
-	size_t n = strlen(l->msgs);
-
-	snprintf(l->msgs + n, sizeof(l->msgs) - n, "%s%s\n", is_error ? "error: " : "", msg);
-}
-
-/* Load listen + text from a private file; no error and no warning allowed. */
-static struct cfg *
-load_config(const char *label, const char *text)
-{
-	char dir[] = "/tmp/check_recipients.XXXXXX", path[64];
-	struct loaded l = { "" };
-	struct cfg *c;
-	FILE *fp;
-
-	ck_assert_msg(mkdtemp(dir) != NULL, "%s: mkdtemp: %s", label, strerror(errno));
-	snprintf(path, sizeof(path), "%s/policy-milter.conf", dir);
-	fp = fopen(path, "w");
-	ck_assert_msg(fp != NULL, "%s: %s: %s", label, path, strerror(errno));
-	fprintf(fp, "listen = \"unix:/run/policy-milter/test.sock\";\n%s", text);
-	ck_assert_msg(fclose(fp) == 0, "%s: %s: %s", label, path, strerror(errno));
-	c = cfg_load(path, NULL, collect, &l);
-	unlink(path);
-	rmdir(dir);
-	ck_assert_msg(c != NULL, "%s: configuration refused:\n%s", label, l.msgs);
-	if (l.msgs[0] != '\0') {
-		cfg_unref(c);
-		ck_abort_msg("%s: configuration warned:\n%s", label, l.msgs);
-	}
-	return c;
-}
-
-static void
-assert_count(const char *label, const char *policy, enum stats_field f, uint64_t want)
-{
-	uint64_t got = stats_pending(stats_get(policy), f);
-
-	ck_assert_msg(got == want, "%s: %s %s = %llu, expected %llu", label, policy,
-	    stats_field_name(f), (unsigned long long)got, (unsigned long long)want);
-}
-
 START_TEST(test_recipients)
 {
 	const struct rcpt_case *c = &rcpt_cases[_i];
 	char conf[512], rcpt[64], text[1024];
 	struct cfg *cfg;
 	struct session *s;
-	struct sockaddr_in sin;
 	uint64_t replies = 0;
 
 	snprintf(conf, sizeof(conf), "policies = ( { name = \"rcpts\"; "
 	    "type = \"recipients\"; %s } );\n", c->policy);
-	cfg = load_config(c->label, conf);
-	s = cur = session_new(cfg);
-	ck_assert_msg(s != NULL, "%s: session_new", c->label);
+	cfg = tl_load_config(c->label, conf);
+	s = tl_session_new(c->label, cfg);
 	cfg_unref(cfg);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	inet_pton(AF_INET, "198.51.100.7", &sin.sin_addr);
-	session_set_client(s, (const struct sockaddr *)&sin);
+	tl_set_client(c->label, s, "198.51.100.7");
 	ck_assert_msg(!engine_client_exempt(s), "%s: client exempt", c->label);
 
 	for (unsigned m = 0; m < NMESSAGES; m++) {
@@ -200,10 +125,10 @@ START_TEST(test_recipients)
 		}
 		/* m == 2: the next MAIL FROM alone must start the count again. */
 	}
-	assert_count(c->label, "rcpts", STATS_CHECKED, (uint64_t)NMESSAGES * c->nrcpts);
-	assert_count(c->label, "rcpts", c->action == POLICY_REJECT ? STATS_REJECTED :
+	tl_assert_count(c->label, "rcpts", STATS_CHECKED, (uint64_t)NMESSAGES * c->nrcpts);
+	tl_assert_count(c->label, "rcpts", c->action == POLICY_REJECT ? STATS_REJECTED :
 	    STATS_TEMPFAILED, replies);
-	assert_count(c->label, "rcpts", c->action == POLICY_REJECT ? STATS_TEMPFAILED :
+	tl_assert_count(c->label, "rcpts", c->action == POLICY_REJECT ? STATS_TEMPFAILED :
 	    STATS_REJECTED, 0);
 }
 END_TEST
@@ -214,7 +139,7 @@ recipients_suite(void)
 	Suite *s = suite_create("recipients");
 	TCase *tc = tcase_create("recipients");
 
-	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_checked_fixture(tc, NULL, tl_teardown);
 	tcase_add_loop_test(tc, test_recipients, 0, NELEM(rcpt_cases));
 	suite_add_tcase(s, tc);
 	return s;
@@ -223,13 +148,6 @@ recipients_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	log_open(true, false);
-	sr = srunner_create(recipients_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tl_run(recipients_suite());
 }

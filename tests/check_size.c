@@ -11,23 +11,18 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "milter/cfg.h"
 #include "milter/engine.h"
 #include "milter/log.h"
 #include "milter/session.h"
 #include "milter/stats.h"
+#include "tests/testlib.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -127,75 +122,14 @@ static const struct limit_case limit_cases[] = {
 	    "452 4.3.1 Message too big for now (limit 10K)" },
 };
 
-/*
- * The test's session.  A checked teardown frees it and forgets the counters,
- * also after a failed assertion (which, with CK_FORK=no, skips the rest of
- * the test), so that no case sees another's counters or leaks under ASan.
- */
-static struct session *cur;
-
-static void
-teardown(void)
-{
-	session_free(cur);
-	cur = NULL;
-	stats_reset();
-}
-
-/* ---- loading a configuration */
-
-struct loaded {
-	char msgs[4096];
-};
-
-static void
-collect(void *arg, bool is_error, const char *msg)
-{
-	struct loaded *l = arg;
-	size_t n = strlen(l->msgs);
-
-	snprintf(l->msgs + n, sizeof(l->msgs) - n, "%s%s\n", is_error ? "error: " : "", msg);
-}
-
-/* Load listen + text from a private file; no error and no warning allowed. */
-static struct cfg *
-load_config(const char *label, const char *text)
-{
-	char dir[] = "/tmp/check_size.XXXXXX", path[64];
-	struct loaded l = { "" };
-	struct cfg *c;
-	FILE *fp;
-
-	ck_assert_msg(mkdtemp(dir) != NULL, "%s: mkdtemp: %s", label, strerror(errno));
-	snprintf(path, sizeof(path), "%s/policy-milter.conf", dir);
-	fp = fopen(path, "w");
-	ck_assert_msg(fp != NULL, "%s: %s: %s", label, path, strerror(errno));
-	fprintf(fp, "listen = \"unix:/run/policy-milter/test.sock\";\n%s", text);
-	ck_assert_msg(fclose(fp) == 0, "%s: %s: %s", label, path, strerror(errno));
-	c = cfg_load(path, NULL, collect, &l);
-	unlink(path);
-	rmdir(dir);
-	ck_assert_msg(c != NULL, "%s: configuration refused:\n%s", label, l.msgs);
-	if (l.msgs[0] != '\0') {
-		cfg_unref(c);
-		ck_abort_msg("%s: configuration warned:\n%s", label, l.msgs);
-	}
-	return c;
-}
-
 /* ---- one message, driven as callbacks.c does */
 
 static struct session *
 connect_client(const char *label, struct cfg *c)
 {
-	struct session *s = cur = session_new(c);
-	struct sockaddr_in sin;
+	struct session *s = tl_session_new(label, c);
 
-	ck_assert_msg(s != NULL, "%s: session_new", label);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	inet_pton(AF_INET, "198.51.100.7", &sin.sin_addr);
-	session_set_client(s, (const struct sockaddr *)&sin);
+	tl_set_client(label, s, "198.51.100.7");
 	ck_assert_msg(!engine_client_exempt(s), "%s: client exempt", label);
 	return s;
 }
@@ -220,19 +154,10 @@ stage_verdict(const char *label, const char *what, struct session *s,
 	return got;
 }
 
-static void
-assert_count(const char *label, const char *policy, enum stats_field f, uint64_t want)
-{
-	uint64_t got = stats_pending(stats_get(policy), f);
-
-	ck_assert_msg(got == want, "%s: %s %s = %llu, expected %llu", label, policy,
-	    stats_field_name(f), (unsigned long long)got, (unsigned long long)want);
-}
-
 START_TEST(test_size)
 {
 	const struct size_case *c = &size_cases[_i];
-	struct cfg *cfg = load_config(c->label, SIZE_CONF);
+	struct cfg *cfg = tl_load_config(c->label, SIZE_CONF);
 	struct session *s = connect_client(c->label, cfg);
 	static const char *const rcpts[] = { "<a@example.net>", "<b@example.net>" };
 	uint64_t checked = 0, rejected = 0;
@@ -256,8 +181,8 @@ START_TEST(test_size)
 			rejected++;
 		session_msg_reset(s);
 	}
-	assert_count(c->label, "max-size", STATS_CHECKED, checked);
-	assert_count(c->label, "max-size", STATS_REJECTED, rejected);
+	tl_assert_count(c->label, "max-size", STATS_CHECKED, checked);
+	tl_assert_count(c->label, "max-size", STATS_REJECTED, rejected);
 }
 END_TEST
 
@@ -271,7 +196,7 @@ START_TEST(test_limit)
 
 	snprintf(conf, sizeof(conf), "policies = ( { name = \"max-size\"; "
 	    "type = \"size\"; %s } );\n", c->policy);
-	cfg = load_config(c->label, conf);
+	cfg = tl_load_config(c->label, conf);
 	s = connect_client(c->label, cfg);
 	cfg_unref(cfg);
 	session_msg_start(s, "<s@example.org>", args, NULL);
@@ -285,7 +210,7 @@ START_TEST(test_reset)
 {
 	static const char *const big[] = { "SIZE=10241", NULL };
 	const char *label = "size reset per message";
-	struct cfg *cfg = load_config(label, SIZE_CONF);
+	struct cfg *cfg = tl_load_config(label, SIZE_CONF);
 	struct session *s = connect_client(label, cfg);
 
 	cfg_unref(cfg);
@@ -309,8 +234,8 @@ START_TEST(test_reset)
 	s->msg.size += 10000;
 	stage_verdict(label, "eom 3", s, POLICY_EOM, POLICY_NONE, NULL);
 	session_msg_reset(s);
-	assert_count(label, "max-size", STATS_CHECKED, 5);
-	assert_count(label, "max-size", STATS_REJECTED, 1);
+	tl_assert_count(label, "max-size", STATS_CHECKED, 5);
+	tl_assert_count(label, "max-size", STATS_REJECTED, 1);
 }
 END_TEST
 
@@ -320,7 +245,7 @@ size_suite(void)
 	Suite *s = suite_create("size");
 	TCase *tc = tcase_create("size");
 
-	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_checked_fixture(tc, NULL, tl_teardown);
 	tcase_add_loop_test(tc, test_size, 0, NELEM(size_cases));
 	tcase_add_loop_test(tc, test_limit, 0, NELEM(limit_cases));
 	tcase_add_test(tc, test_reset);
@@ -331,13 +256,6 @@ size_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	log_open(true, false);
-	sr = srunner_create(size_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tl_run(size_suite());
 }

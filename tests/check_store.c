@@ -33,6 +33,7 @@
 
 #include "milter/log.h"
 #include "milter/store_redis.h"
+#include "tests/testlib.h"
 
 #define PASSWORD	"s3cret-%\r\n"	/* odd bytes on purpose */
 #define ACL_USER	"bob"
@@ -1190,18 +1191,11 @@ store_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	log_open(true, false);
 	setup_all();
 	snprintf(main_addr, sizeof(main_addr), "unix:%s", r_main.sock);
 	snprintf(auth_addr, sizeof(auth_addr), "%s", r_auth.sock);
 	snprintf(brk_addr, sizeof(brk_addr), "unix:%s", r_brk.sock);
 
-	sr = srunner_create(store_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tl_run(store_suite());
 }

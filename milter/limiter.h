@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * limiter - sliding-window counters in Redis, checked and reserved for all
+ * the rate limits of a stage in one atomic script call.
+ *
+ * A key's usage lives in one Redis hash: field = start of a sub-bucket
+ * (Unix time in ms, a multiple of the bucket width), value = units in it.
+ * The bucket width is window/60 (at least 1 ms).  A check counts every
+ * bucket that reaches into the last window, so it counts at most one bucket
+ * width of units too many and never one too few: in any interval of one
+ * window at most limit units are accepted, across every MTA, by Redis's
+ * clock.  Every key written gets a TTL of window + bucket in the same call;
+ * a give-back never creates a key and never goes below zero.
+ *
+ * One call (limiter_run) does, atomically, in this order:
+ *   1. the checks, in the order given, stopping at the first one over its
+ *      limit whose policy refuses ("r") or accepts ("a"); a check with "s"
+ *      (dry run, discard, quarantine) is reported and passed over;
+ *   2. if a refusing check stopped it: the "if refused" give-backs, and no
+ *      reservation; else, when reserve is set, a reservation for every
+ *      check before the stop that was not over;
+ *   3. the "always" give-backs.
+ *
+ * Threads: any; the script is loaded once per Redis (store_eval).
+ */
+#ifndef PM_LIMITER_H
+#define PM_LIMITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+struct limiter_check {
+	const char *key;           /* full Redis key, binary safe */
+	size_t keylen;
+	uint64_t limit;
+	uint64_t window_ms;
+	uint64_t amount;
+	char on_over;              /* 'r' refuse (stop), 'a' accept (stop), 's' soft */
+};
+
+struct limiter_back {
+	const char *key;
+	size_t keylen;
+	int64_t field;             /* the bucket the units went into */
+	uint64_t amount;
+};
+
+struct limiter_result {
+	bool over;
+	uint64_t count;            /* units in the window before this check */
+	uint64_t retry_ms;         /* when over: until there is room (0: never) */
+	int64_t field;             /* when reserved: the bucket, else -1 */
+};
+
+/* The bucket width for a window. */
+uint64_t limiter_bucket_ms(uint64_t window_ms);
+
+/*
+ * Run one atomic call as described above.  On success returns 0, sets
+ * *refused, *stop (index of the check that stopped, or nc) and res[0..nc).
+ * On Redis failure returns -1 with err; nothing is known to have changed.
+ */
+int limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
+    bool reserve, const struct limiter_back *always, size_t na,
+    const struct limiter_back *if_refused, size_t nr,
+    bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen);
+
+/* The script's text (for tests that read it). */
+extern const char limiter_script[];
+
+#endif
