@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -123,4 +124,71 @@ tl_assert_count(const char *label, const char *policy, enum stats_field f, uint6
 
 	ck_assert_msg(got == want, "%s: %s %s = %llu, expected %llu", label, policy,
 	    stats_field_name(f), (unsigned long long)got, (unsigned long long)want);
+}
+
+/* ---- a private Redis */
+
+static char redis_dir[] = "/tmp/testlib-redis.XXXXXX";
+static char redis_sock[300];
+static pid_t redis_starter;
+
+static void
+redis_cleanup(void)
+{
+	char sh[700];
+
+	if (getpid() != redis_starter)     /* a forked test child */
+		return;
+	snprintf(sh, sizeof(sh), "redis-cli -s %s shutdown nosave >/dev/null 2>&1; "
+	    "rm -rf '%s'", redis_sock, redis_dir);
+	if (system(sh) == -1)
+		perror("system");
+}
+
+const char *
+tl_redis_start(void)
+{
+	char sh[1200];
+
+	if (redis_sock[0] != '\0')
+		return redis_sock;
+	if (mkdtemp(redis_dir) == NULL) {
+		perror("mkdtemp");
+		exit(2);
+	}
+	snprintf(redis_sock, sizeof(redis_sock), "%s/redis.sock", redis_dir);
+	redis_starter = getpid();
+	atexit(redis_cleanup);
+	snprintf(sh, sizeof(sh), "redis-server --port 0 --unixsocket %s --save '' "
+	    "--appendonly no --daemonize yes --pidfile %s/redis.pid --dir %s "
+	    "--logfile %s/redis.log && for i in $(seq 100); do "
+	    "redis-cli -s %s ping 2>/dev/null | grep -q PONG && exit 0; sleep 0.05; "
+	    "done; exit 1", redis_sock, redis_dir, redis_dir, redis_dir, redis_sock);
+	if (system(sh) != 0) {
+		fprintf(stderr, "cannot start a private redis-server: %s\n", sh);
+		exit(2);
+	}
+	return redis_sock;
+}
+
+const char *
+tl_redis_command(const char *fmt, ...)
+{
+	static char line[4096];
+	char cmd[2048], sh[2400];
+	va_list ap;
+	FILE *fp;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	snprintf(sh, sizeof(sh), "redis-cli -s %s %s", tl_redis_start(), cmd);
+	line[0] = '\0';
+	if ((fp = popen(sh, "r")) != NULL) {
+		if (fgets(line, sizeof(line), fp) == NULL)
+			line[0] = '\0';
+		line[strcspn(line, "\n")] = '\0';
+		pclose(fp);
+	}
+	return line;
 }

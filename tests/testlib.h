@@ -40,4 +40,15 @@ void tl_set_client(const char *label, struct session *s, const char *ip);
 void tl_assert_count(const char *label, const char *policy, enum stats_field f,
     uint64_t want);
 
+/*
+ * A private Redis for the whole test program, on a unix socket in a fresh
+ * temporary directory: started on first call (exit 2 if it cannot be),
+ * stopped and removed when the process that started it exits.  Returns the
+ * socket path.  tl_redis_command runs one command through redis-cli and
+ * returns its first output line (static buffer), for assertions that must
+ * not trust the code under test.
+ */
+const char *tl_redis_start(void);
+const char *tl_redis_command(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif
