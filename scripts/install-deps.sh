@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential autoconf automake libtool pkg-config m4 xz-utils
-  libmilter-dev libhiredis-dev libconfig-dev check
+  libmilter-dev libhiredis-dev libconfig-dev libpcre2-dev check
   redis-server redis-tools postfix swaks python3 procps systemd valgrind
 )
 
