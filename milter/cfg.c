@@ -577,6 +577,39 @@ parse_exempt(struct loader *ld, const config_setting_t *s, struct cfg_exempt *c)
 
 /* ---- policies */
 
+/* A policy type's own file reports "path:line: message" ready made. */
+static void
+report_loaded(void *arg, const char *msg)
+{
+	struct loader *ld = arg;
+
+	ld->report(ld->arg, true, msg);
+}
+
+static long long
+mtime_ns(const char *path)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) != 0)
+		return -1;
+	return (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+}
+
+bool
+cfg_files_changed(const struct cfg *c, long long *stamp)
+{
+	bool changed = false;
+
+	*stamp = 0;
+	for (size_t i = 0; i < c->nwatch; i++) {
+		long long t = mtime_ns(c->watch[i].path);
+		changed |= t != c->watch[i].mtime_ns;
+		*stamp = *stamp * 31 + t;
+	}
+	return changed;
+}
+
 static const struct policy_field common_fields[] = {
 	{ "dry_run", PF_BOOL, offsetof(struct cfg_policy, dry_run), 0, 0, false },
 	{ NULL, 0, 0, 0, 0, false },
@@ -715,10 +748,12 @@ parse_policy(struct loader *ld, const config_setting_t *s, struct cfg_policy *p,
 		return -1;
 	parse_fields(ld, s, where, p->type->fields, p->settings);
 	if (ld->errors == before && p->type->validate != NULL) {
-		char why[256];
+		char why[512];
 		if (p->type->validate(p->settings, why, sizeof(why)) != 0)
 			ERR(ld, s, "%s: %s", where, why);
 	}
+	if (ld->errors == before && p->type->load != NULL)
+		ld->errors += p->type->load(p->settings, report_loaded, ld);
 
 	parse_fields(ld, s, where, common_fields, p);
 	if ((v = config_setting_get_member(s, "on_redis_error")) != NULL) {
@@ -813,6 +848,9 @@ cfg_free(struct cfg *c)
 	for (size_t i = 0; i < c->npolicies; i++)
 		policy_clear(&c->policies[i]);
 	free(c->policies);
+	for (size_t i = 0; i < c->nwatch; i++)
+		free(c->watch[i].path);
+	free(c->watch);
 	free(c->exempt.clients);
 	reply_free(c->redis_error_reply);
 	redis_free(c->redis);
@@ -940,6 +978,15 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	else
 		WARN(&ld, root, "no policies: every message is accepted");
 
+	if ((c->watch = calloc(c->npolicies + 1, sizeof(*c->watch))) == NULL)
+		goto fail;
+	for (size_t i = 0; i < c->npolicies; i++) {
+		const struct cfg_policy *p = &c->policies[i];
+		const char *file = p->type->watch_file != NULL && p->settings != NULL ?
+		    p->type->watch_file(p->settings) : NULL;
+		if (file != NULL && (c->watch[c->nwatch].path = strdup(file)) != NULL)
+			c->watch[c->nwatch++].mtime_ns = mtime_ns(file);
+	}
 	for (size_t i = 0; i < c->npolicies; i++) {
 		const struct cfg_policy *p = &c->policies[i];
 		c->stages_decide |= p->stages;

@@ -37,6 +37,11 @@ enum cfg_on_error {
 	CFG_ON_ERROR_TEMPFAIL,
 };
 
+struct cfg_watch {
+	char *path;
+	long long mtime_ns;            /* -1: missing when loaded */
+};
+
 struct cfg_exempt {
 	struct addr_net *clients;
 	size_t nclients;
@@ -85,6 +90,8 @@ struct cfg {
 	struct cfg_exempt exempt;
 	struct cfg_policy *policies;
 	size_t npolicies;
+	struct cfg_watch *watch;       /* files whose change reloads the configuration */
+	size_t nwatch;
 	unsigned stages_decide;        /* POLICY_STAGE bits where some policy decides */
 	unsigned stages_need;          /* ... or reads data */
 	int refs;
@@ -108,6 +115,14 @@ void cfg_unref(struct cfg *c);          /* accepts NULL */
 void cfg_install(struct cfg *c);
 /* The current snapshot with a reference for the caller, or NULL. */
 struct cfg *cfg_acquire(void);
+
+/*
+ * Has a list file of c changed (modification time, or appeared/vanished)
+ * since c was loaded?  *stamp receives a value that changes whenever one of
+ * the files does, so that a caller can try a broken file once, not every
+ * second.  A stat() per file: call it at most once a second.
+ */
+bool cfg_files_changed(const struct cfg *c, long long *stamp);
 
 /* The path of a unix socket listen spec, or NULL for inet sockets. */
 const char *cfg_unix_socket_path(const char *listen);

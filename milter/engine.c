@@ -305,7 +305,7 @@ give_back_all(struct session *s)
 		}
 		/* On failure the units stay counted until their key expires:
 		 * too strict for a while, never too lenient. */
-		if (limiter_run(s->cfg->redis->store, NULL, 0, false, b, s->msg.nresv,
+		if (limiter_run(s->cfg->redis->store, NULL, 0, LIMITER_CHECK_ONLY, b, s->msg.nresv,
 		    NULL, 0, &refused, &stop, NULL, err, sizeof(err)) != 0)
 			redis_trouble("cannot give back units", err);
 		free(b);
@@ -404,8 +404,8 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 				    on_over(it->p) };
 			}
 			redis_failed = limiter_run(s->cfg->redis->store, checks, nc,
-			    !pure_refusal, NULL, 0, NULL, 0, &refused, &lstop, res, err,
-			    sizeof(err)) != 0;
+			    pure_refusal ? LIMITER_RESERVE_IF_ACCEPTED : LIMITER_RESERVE,
+			    NULL, 0, NULL, 0, &refused, &lstop, res, err, sizeof(err)) != 0;
 		}
 		if (redis_failed)
 			redis_trouble("check failed", err);
@@ -449,7 +449,8 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 				break;
 			continue;
 		}
-		if (!refused && !pure_refusal && r->field >= 0) {
+		/* The script reserved exactly the checks it returns a bucket for. */
+		if (r->field >= 0) {
 			struct session_resv add = { p, it->key, it->keylen,
 			    it->keylen - it->cnt.keylen, r->field, it->cnt.amount,
 			    it->cnt.limit, it->cnt.window_ms };
@@ -498,8 +499,6 @@ settle_eom(struct session *s, struct engine_verdict *v)
 		give_back_all(s);
 		return;
 	}
-	if (s->msg.decided)     /* accepted by an allow list: nothing more counts */
-		goto confirm;
 	checks = calloc(nres, sizeof(*checks));
 	res = calloc(nres, sizeof(*res));
 	always = calloc(nres, sizeof(*always));
@@ -514,9 +513,11 @@ settle_eom(struct session *s, struct engine_verdict *v)
 		if (!(r->policy->stages & POLICY_STAGE(POLICY_EOM)))
 			continue;
 		if (s->msg.size > r->amount) {
+			/* Accepted already by an allow list: count what fits, refuse nothing. */
 			owner[nc] = i;
 			checks[nc++] = (struct limiter_check){ r->key, r->keylen, r->limit,
-			    r->window_ms, s->msg.size - r->amount, on_over(r->policy) };
+			    r->window_ms, s->msg.size - r->amount,
+			    s->msg.decided ? 's' : on_over(r->policy) };
 		} else if (s->msg.size < r->amount) {
 			always[na++] = (struct limiter_back){ r->key, r->keylen, r->field,
 			    r->amount - s->msg.size };
@@ -555,7 +556,12 @@ settle_eom(struct session *s, struct engine_verdict *v)
 			dry_hit(s, p, POLICY_EOM, key, &info, &cv, v);
 			continue;
 		}
-		if (refused && decide(s, p, p->action, POLICY_EOM, key, p->reply, &info, &cv, v))
+		if (s->msg.decided)
+			continue;
+		/* A refusal acts only if it is the one that stopped the call;
+		 * discard, quarantine and accept act as at RCPT. */
+		if ((!refuses(p->action) || refused) &&
+		    decide(s, p, p->action, POLICY_EOM, key, p->reply, &info, &cv, v))
 			break;
 	}
 	/* Refused: the script gave every reservation back.  Else: accepted. */

@@ -16,7 +16,7 @@
 
 /*
  * KEYS: the nc checked keys, then the na "always" and nr "if refused"
- * give-back keys.  ARGV: nc, reserve (0/1), na, nr; per check: limit,
+ * give-back keys.  ARGV: nc, reserve mode, na, nr; per check: limit,
  * window ms, bucket ms, amount, on-over; per give-back: field, amount.
  * Returns { refused, stop, then per check: over, count, retry ms, field }.
  *
@@ -27,7 +27,7 @@
 const char limiter_script[] =
 "local t = redis.call('TIME')\n"
 "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-"local nc, reserve = tonumber(ARGV[1]), ARGV[2] == '1'\n"
+"local nc, mode = tonumber(ARGV[1]), ARGV[2]\n"
 "local na, nr = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
 "local function int(x) return string.format('%.0f', x) end\n"
 /* Units in the buckets that reach into the last window; drop older ones. */
@@ -68,7 +68,7 @@ const char limiter_script[] =
 "  else redis.call('HINCRBY', key, field, int(-n)) end\n"
 "end\n"
 "local res, over, counts, retries = { 0, nc }, {}, {}, {}\n"
-"local stop, refused = nc, false\n"
+"local stop, refused, accepted = nc, false, false\n"
 "for i = 1, nc do\n"
 "  local a = 4 + (i - 1) * 5\n"
 "  local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
@@ -81,6 +81,7 @@ const char limiter_script[] =
 "    if on_over ~= 's' then\n"
 "      stop = i - 1\n"
 "      refused = on_over == 'r'\n"
+"      accepted = on_over == 'a'\n"
 "      break\n"
 "    end\n"
 "  end\n"
@@ -91,7 +92,7 @@ const char limiter_script[] =
 "    local a = 4 + nc * 5 + na * 2 + (j - 1) * 2\n"
 "    give_back(KEYS[nc + na + j], ARGV[a + 1], tonumber(ARGV[a + 2]))\n"
 "  end\n"
-"elseif reserve then\n"
+"elseif mode == '1' or (mode == '2' and accepted) then\n"
 "  for i = 1, stop do\n"
 "    if not over[i] then\n"
 "      local a = 4 + (i - 1) * 5\n"
@@ -132,7 +133,7 @@ limiter_bucket_ms(uint64_t window_ms)
 
 int
 limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
-    bool reserve, const struct limiter_back *always, size_t na,
+    enum limiter_reserve reserve, const struct limiter_back *always, size_t na,
     const struct limiter_back *if_refused, size_t nr,
     bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen)
 {
@@ -154,7 +155,7 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 #define ARG_I(v) (snprintf(num[a], sizeof(num[a]), "%" PRId64, (int64_t)(v)), \
 	args[a] = num[a], a++)
 	ARG_U(nc);
-	ARG_U(reserve ? 1 : 0);
+	ARG_U(reserve);
 	ARG_U(na);
 	ARG_U(nr);
 	for (size_t i = 0; i < nc; i++) {

@@ -17,9 +17,14 @@
  *      limit whose policy refuses ("r") or accepts ("a"); a check with "s"
  *      (dry run, discard, quarantine) is reported and passed over;
  *   2. if a refusing check stopped it: the "if refused" give-backs, and no
- *      reservation; else, when reserve is set, a reservation for every
- *      check before the stop that was not over;
+ *      reservation; else, as reserve says, a reservation for every check
+ *      before the stop that was not over;
  *   3. the "always" give-backs.
+ *
+ * A key must not appear in two checks of one call (each check sums its key
+ * before any reservation); the engine never does that, since every key
+ * holds its policy's name.  The TTL set is window + bucket + 1 ms.  The
+ * results of checks after the stop are not examined (over false, field -1).
  *
  * Threads: any; the script is loaded once per Redis (store_eval).
  */
@@ -48,6 +53,14 @@ struct limiter_back {
 	uint64_t amount;
 };
 
+enum limiter_reserve {
+	LIMITER_CHECK_ONLY = 0,    /* reserve nothing */
+	LIMITER_RESERVE = 1,       /* reserve unless a check refuses */
+	/* Reserve only if a check with 'a' stops the call: used when a later
+	 * in-memory policy will refuse unless an allow-list hit comes first. */
+	LIMITER_RESERVE_IF_ACCEPTED = 2,
+};
+
 struct limiter_result {
 	bool over;
 	uint64_t count;            /* units in the window before this check */
@@ -64,7 +77,7 @@ uint64_t limiter_bucket_ms(uint64_t window_ms);
  * On Redis failure returns -1 with err; nothing is known to have changed.
  */
 int limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
-    bool reserve, const struct limiter_back *always, size_t na,
+    enum limiter_reserve reserve, const struct limiter_back *always, size_t na,
     const struct limiter_back *if_refused, size_t nr,
     bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen);
 

@@ -86,13 +86,17 @@ report_log(void *arg, bool is_error, const char *msg)
 	log_msg(is_error ? LOG_ERR : LOG_WARNING, "%s", msg);
 }
 
-static void
-reload(void)
-{
-	struct cfg *old = cfg_acquire();
-	struct cfg *c;
+/* SIGUSR1 and a changed list file may ask at once: one reload at a time. */
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 
-	log_msg(LOG_NOTICE, "reloading %s", config_path);
+static void
+reload(const char *why)
+{
+	struct cfg *old, *c;
+
+	pthread_mutex_lock(&reload_lock);
+	old = cfg_acquire();
+	log_msg(LOG_NOTICE, "reloading %s (%s)", config_path, why);
 	c = cfg_load(config_path, old, report_log, NULL);
 	if (c == NULL) {
 		log_msg(LOG_ERR, "reload failed: keeping the old configuration");
@@ -105,6 +109,7 @@ reload(void)
 		log_msg(LOG_NOTICE, "configuration reloaded: %zu policies", c->npolicies);
 	}
 	cfg_unref(old);
+	pthread_mutex_unlock(&reload_lock);
 }
 
 static void *
@@ -118,7 +123,7 @@ signal_thread(void *arg)
 	sigaddset(&set, SIGUSR1);
 	while (!stopping) {
 		if (sigwait(&set, &sig) == 0 && sig == SIGUSR1 && !stopping)
-			reload();
+			reload("SIGUSR1");
 	}
 	return NULL;
 }
@@ -137,9 +142,33 @@ flush_stats(void)
 	cfg_unref(c);
 }
 
-/* Once a second: statistics to Redis.  Counting never waits for this. */
+/*
+ * A list file changed since the configuration in force was loaded, and not
+ * into the state we already tried (a broken file is reported once, not
+ * every second)?
+ */
+static bool
+lists_changed(void)
+{
+	static long long tried;
+	struct cfg *c = cfg_acquire();
+	long long stamp = 0;
+	bool changed = c != NULL && cfg_files_changed(c, &stamp) && stamp != tried;
+
+	if (changed)
+		tried = stamp;
+	cfg_unref(c);
+	return changed;
+}
+
+/*
+ * Once a second: statistics to Redis, and a look at the list files' times
+ * (a changed file reloads the configuration here, off the SMTP path: a
+ * connection keeps the lists it started with).  Counting never waits for
+ * this thread.
+ */
 static void *
-stats_thread(void *arg)
+housekeeping_thread(void *arg)
 {
 	(void)arg;
 	pthread_mutex_lock(&stop_lock);
@@ -150,6 +179,8 @@ stats_thread(void *arg)
 		pthread_cond_timedwait(&stop_cond, &stop_lock, &ts);
 		pthread_mutex_unlock(&stop_lock);
 		flush_stats();
+		if (lists_changed())
+			reload("a list file changed");
 		pthread_mutex_lock(&stop_lock);
 	}
 	pthread_mutex_unlock(&stop_lock);
@@ -328,7 +359,7 @@ main(int argc, char **argv)
 		close(pidfd);
 	}
 	if (pthread_create(&sig_tid, NULL, signal_thread, NULL) != 0 ||
-	    pthread_create(&stats_tid, NULL, stats_thread, NULL) != 0) {
+	    pthread_create(&stats_tid, NULL, housekeeping_thread, NULL) != 0) {
 		log_msg(LOG_ERR, "cannot start threads");
 		return 1;
 	}

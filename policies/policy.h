@@ -121,6 +121,14 @@ struct policy_type {
 	/* When set, the stages this policy decides at, and in *needs those
 	 * whose data it reads: narrower than stages/needs for some settings. */
 	unsigned (*stages_of)(const void *settings, unsigned *needs);
+	/*
+	 * After validate: read external data (list files).  Each problem is
+	 * reported as report(arg, "path:line: message"); returns their number.
+	 * May be NULL.
+	 */
+	int (*load)(void *settings, void (*report)(void *arg, const char *msg), void *arg);
+	/* The file whose changes should reload the configuration, or NULL. */
+	const char *(*watch_file)(const void *settings);
 	bool uses_store;                        /* needs the redis settings */
 	/* true when the policy is hit at this stage (fills hit).  NULL for
 	 * counting types. */
@@ -142,6 +150,7 @@ const struct policy_type *policy_type_find(const char *name);
 extern const struct policy_type policy_type_size;
 extern const struct policy_type policy_type_recipients;
 extern const struct policy_type policy_type_ratelimit;
+extern const struct policy_type policy_type_block;
 
 const char *policy_stage_name(enum policy_stage stage);
 const char *policy_action_name(enum policy_action action);

@@ -13,6 +13,7 @@ const struct policy_type *const policy_types[] = {
 	&policy_type_size,
 	&policy_type_recipients,
 	&policy_type_ratelimit,
+	&policy_type_block,
 	NULL,
 };
 

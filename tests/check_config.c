@@ -338,10 +338,10 @@ static const struct {
 	{ "policy unknown type suggests",
 	    POL("name = \"a\"; type = \"szie\"; max = \"1M\"; action = \"reject\";"), 3,
 	    "policy \"a\": unknown type \"szie\"; did you mean \"size\"? (known: size, "
-	    "recipients, ratelimit)", 1, NULL },
+	    "recipients, ratelimit, block)", 1, NULL },
 	{ "policy unknown type",
 	    POL("name = \"a\"; type = \"greylist\"; action = \"reject\";"), 3,
-	    "unknown type \"greylist\" (known: size, recipients, ratelimit)", 1, NULL },
+	    "unknown type \"greylist\" (known: size, recipients, ratelimit, block)", 1, NULL },
 	{ "policy unknown key suggests", REJ("\"552 5.3.4 Too big\"; replay = 1"), 3,
 	    "unknown setting \"replay\" in policy \"p\"; did you mean \"reply\"?", 1, NULL },
 	{ "policy unknown key max typo",
