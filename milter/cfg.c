@@ -752,6 +752,10 @@ parse_policy(struct loader *ld, const config_setting_t *s, struct cfg_policy *p,
 		if (p->type->validate(p->settings, why, sizeof(why)) != 0)
 			ERR(ld, s, "%s: %s", where, why);
 	}
+	/* The time first: a write during the read is then seen as a change. */
+	if (ld->errors == before && p->type->watch_file != NULL &&
+	    p->type->watch_file(p->settings) != NULL)
+		p->watch_mtime = mtime_ns(p->type->watch_file(p->settings));
 	if (ld->errors == before && p->type->load != NULL)
 		ld->errors += p->type->load(p->settings, report_loaded, ld);
 
@@ -985,7 +989,7 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 		const char *file = p->type->watch_file != NULL && p->settings != NULL ?
 		    p->type->watch_file(p->settings) : NULL;
 		if (file != NULL && (c->watch[c->nwatch].path = strdup(file)) != NULL)
-			c->watch[c->nwatch++].mtime_ns = mtime_ns(file);
+			c->watch[c->nwatch++].mtime_ns = p->watch_mtime;
 	}
 	for (size_t i = 0; i < c->npolicies; i++) {
 		const struct cfg_policy *p = &c->policies[i];

@@ -57,6 +57,7 @@ struct cfg_policy {
 	bool dry_run;
 	enum cfg_on_error on_redis_error;
 	struct cfg_exempt exempt;      /* clients and senders this policy skips */
+	long long watch_mtime;         /* its list file's time, taken before reading it */
 	unsigned stages;               /* POLICY_STAGE bits where it decides */
 	unsigned needs;                /* ... and where it reads data */
 	struct stats_entry *stats;     /* owned by the stats registry */

@@ -252,7 +252,11 @@ decide(struct session *s, const struct cfg_policy *p, enum policy_action action,
 	case POLICY_QUARANTINE:
 		/* Remembered for the end of the message; a refusal before then
 		 * still wins, so evaluation goes on. */
-		if (s->msg.pending == POLICY_NONE) {
+		if (stage <= POLICY_HELO && s->pending == POLICY_NONE) {
+			/* Decided for the connection: every message of it. */
+			s->pending = action;
+			s->pending_policy = p;
+		} else if (stage > POLICY_HELO && s->msg.pending == POLICY_NONE) {
 			s->msg.pending = action;
 			s->msg.pending_policy = p;
 		}
@@ -589,6 +593,10 @@ engine_run(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 	if (stage == POLICY_EOM) {
 		settle_eom(s, v);
 		/* A pending drop or hold stands unless the message is refused. */
+		if (s->msg.pending == POLICY_NONE && s->pending != POLICY_NONE) {
+			s->msg.pending = s->pending;
+			s->msg.pending_policy = s->pending_policy;
+		}
 		if (s->msg.pending != POLICY_NONE && !refuses(v->action)) {
 			/* Counted when done, so that the counter says what happened. */
 			stats_add(s->msg.pending_policy->stats, outcome_field(s->msg.pending), 1);

@@ -33,6 +33,7 @@ session_new(struct cfg *cfg)
 	if (cfg != NULL)
 		cfg_ref(cfg);
 	s->cfg = cfg;
+	s->pending = POLICY_NONE;
 	s->msg.pending = POLICY_NONE;
 	strcpy(s->msg.queue_id, "-");
 	return s;
@@ -136,7 +137,7 @@ session_msg_start(struct session *s, const char *sender,
 {
 	session_msg_reset(s);
 	s->msg.active = true;
-	s->msg.sender = session_strip_brackets(sender);
+	s->msg.sender = session_canonical_address(sender);
 	s->msg.sasl_user = copy_field(sasl_user);
 	if (s->cfg != NULL && s->cfg->exempt.authenticated && s->msg.sasl_user != NULL &&
 	    s->msg.sasl_user[0] != '\0')
@@ -150,7 +151,50 @@ void
 session_set_rcpt(struct session *s, const char *rcpt)
 {
 	free(s->msg.rcpt);
-	s->msg.rcpt = session_strip_brackets(rcpt);
+	s->msg.rcpt = session_canonical_address(rcpt);
+}
+
+/* atext of RFC 5322, the characters a dot-atom local part may hold. */
+static bool
+is_atext(char c)
+{
+	return isalnum((unsigned char)c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c));
+}
+
+char *
+session_canonical_address(const char *addr)
+{
+	char *a = session_strip_brackets(addr), *at, *out, *w;
+	bool dot_atom = true;
+
+	/* "local"@domain: undo the quoting, and drop the quotes when the local
+	 * part does not need them ("spam"@x is spam@x, as the MTA sees it). */
+	if (a == NULL || a[0] != '"' || (at = strrchr(a, '@')) == NULL || at - a < 2 ||
+	    at[-1] != '"')
+		return a;
+	if ((out = malloc(strlen(a) + 3)) == NULL)
+		return a;
+	w = out + 1;
+	for (const char *p = a + 1; p < at - 1; p++) {
+		if (*p == '\\' && p + 1 < at - 1)
+			p++;
+		dot_atom &= is_atext(*p) || (*p == '.' && w > out + 1 && p + 1 < at - 1 &&
+		    w[-1] != '.');
+		*w++ = *p;
+	}
+	if (w == out + 1)
+		dot_atom = false;
+	if (dot_atom) {
+		size_t n = (size_t)(w - out - 1);
+		memmove(out, out + 1, n);
+		w = out + n;
+	} else {
+		out[0] = '"';
+		*w++ = '"';
+	}
+	strcpy(w, at);
+	free(a);
+	return out;
 }
 
 void

@@ -63,6 +63,8 @@ struct session {
 	char *helo;
 	bool exempt;               /* client exempt: no policy for this connection */
 	bool accepted;             /* an accept at connect/helo covers the connection */
+	enum policy_action pending;   /* discard/quarantine at connect/helo: every message */
+	const struct cfg_policy *pending_policy;
 	unsigned long nr_flags;    /* SMFIP_NR_* the MTA agreed to (callbacks.c) */
 	struct session_msg msg;
 	void *scratch;             /* the engine's per-stage work space */
@@ -99,5 +101,12 @@ void session_set_queue_id(struct session *s, const char *qid);
 
 /* Strip surrounding <> and spaces into a new string ("" for <>). */
 char *session_strip_brackets(const char *addr);
+
+/*
+ * An envelope address as policies compare it: brackets stripped, a quoted
+ * local part unquoted ("spam"@x -> spam@x; "john\ doe"@x -> "john doe"@x),
+ * so that quoting cannot dodge a list or a limit.  New string.
+ */
+char *session_canonical_address(const char *addr);
 
 #endif

@@ -6,12 +6,15 @@ Talks to 127.0.0.1 only and records what happened to every message, so that
 the test can count outcomes itself instead of trusting the milter.
 
   smtp_load.py burst --port P [--port P ...] --threads N --count N
-               --from FMT [--to ADDR] [--per-conn K] [--body-bytes N]
+               --from FMT [--to ADDR] [--per-conn K] [--body-bytes N] [--sync]
       N attempts shared by the threads; thread t talks to the t-th port
       (round robin).  An attempt is MAIL, RCPT and, if the RCPT got a 2xx,
       DATA with the message.  With --per-conn K a connection carries up to K
       attempts (RSET after a refused RCPT); otherwise one each, QUIT after a
       refused RCPT.  FMT may hold {n}, the attempt number (distinct senders).
+      --sync: waves of one attempt per thread; in each wave the threads send
+      their RCPTs together (after every MAIL of the wave has its reply), the
+      most contention a limit can see.
 
   smtp_load.py pace --port P --every-ms A-B --duration S --from ADDR [--to ADDR]
       One attempt (a session of its own) started every A..B ms (uniformly
@@ -120,10 +123,16 @@ def opts_of(args, defaults, multi=()):
 
 # ------------------------------------------------------------ attempts
 
-def attempt(s, n, sender, rcpt, nbytes, last):
+def attempt(s, n, sender, rcpt, nbytes, last, barrier=None):
     """One transaction on an open session; returns the result fields and
-    whether the session can carry another transaction."""
+    whether the session can carry another transaction.  With a barrier the
+    RCPT waits until every thread is ready to send its own."""
     r = s.cmd("MAIL FROM:<%s>" % sender)
+    if barrier is not None:
+        try:
+            barrier.wait(TIMEOUT)
+        except threading.BrokenBarrierError:
+            pass
     if code(r) != 250:
         return (None, None, "MAIL " + joined(r), "-"), False
     t0 = now_ms()
@@ -155,7 +164,7 @@ def fmt(n, port, res):
         n, port, "%.3f" % t0 if t0 else "-", "%.3f" % t1 if t1 else "-", rr, dr)
 
 
-def run_connection(port, numbers, sender_fmt, rcpt, nbytes, out, lock):
+def run_connection(port, numbers, sender_fmt, rcpt, nbytes, out, lock, barrier=None):
     """Run the attempts numbered in `numbers` on one connection (a new one
     when the server ends the session early)."""
     i = 0
@@ -163,6 +172,8 @@ def run_connection(port, numbers, sender_fmt, rcpt, nbytes, out, lock):
         try:
             s = Smtp(port)
         except OSError as e:
+            if barrier is not None:
+                barrier.abort()     # the others must not wait for this one
             with lock:
                 out.append(fmt(numbers[i], port, (None, None, "ERR connect: %s" % e, "-")))
             i += 1
@@ -173,13 +184,15 @@ def run_connection(port, numbers, sender_fmt, rcpt, nbytes, out, lock):
             while i < len(numbers):
                 n = numbers[i]
                 res, more = attempt(s, n, sender_fmt.format(n=n), rcpt, nbytes,
-                                    i == len(numbers) - 1)
+                                    i == len(numbers) - 1, barrier)
                 with lock:
                     out.append(fmt(n, port, res))
                 i += 1
                 if not more:
                     break
         except (Closed, OSError) as e:
+            if barrier is not None:
+                barrier.abort()
             with lock:
                 out.append(fmt(numbers[i], port, (None, None, "ERR %s" % (
                     "server closed the connection" if isinstance(e, Closed) else e), "-")))
@@ -189,18 +202,29 @@ def run_connection(port, numbers, sender_fmt, rcpt, nbytes, out, lock):
 
 
 def burst(args):
-    o, _ = opts_of(args, {"--threads": "16", "--count": "1", "--from": "",
-                          "--to": "rcpt@example.net", "--per-conn": "1",
-                          "--body-bytes": "200"}, multi=("--port",))
+    o, rest = opts_of(args, {"--threads": "16", "--count": "1", "--from": "",
+                             "--to": "rcpt@example.net", "--per-conn": "1",
+                             "--body-bytes": "200"}, multi=("--port",))
     ports = [int(p) for p in o["--port"]]
     threads, count, per_conn = int(o["--threads"]), int(o["--count"]), int(o["--per-conn"])
     nbytes = int(o["--body-bytes"])
     lock = threading.Lock()
     out = []
     next_n = [1]
+    # --sync: waves of one attempt per thread whose RCPTs leave together.
+    sync = "--sync" in rest
+    if sync and (count % threads or per_conn != 1):
+        sys.stderr.write("--sync needs --count a multiple of --threads, --per-conn 1\n")
+        sys.exit(2)
+    barrier = threading.Barrier(threads) if sync else None
 
     def worker(t):
         port = ports[t % len(ports)]
+        if sync:
+            for w in range(count // threads):
+                run_connection(port, [w * threads + t + 1], o["--from"], o["--to"],
+                               nbytes, out, lock, barrier)
+            return
         while True:
             with lock:
                 first = next_n[0]
