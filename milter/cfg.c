@@ -600,13 +600,14 @@ bool
 cfg_files_changed(const struct cfg *c, long long *stamp)
 {
 	bool changed = false;
+	unsigned long long h = 0;  /* unsigned: the hash may wrap */
 
-	*stamp = 0;
 	for (size_t i = 0; i < c->nwatch; i++) {
 		long long t = mtime_ns(c->watch[i].path);
 		changed |= t != c->watch[i].mtime_ns;
-		*stamp = *stamp * 31 + t;
+		h = h * 31 + (unsigned long long)t;
 	}
+	*stamp = (long long)(h >> 1);
 	return changed;
 }
 
