@@ -27,7 +27,6 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,48 +51,13 @@ static char tmpdir[] = "/tmp/check_block.XXXXXX";
 /* ---- files and loading */
 
 #define LISTEN "listen = \"unix:/run/policy-milter/test.sock\";\n"
-#define MAX_REPORTS 128
-#define REPORT_LEN 4600
-
-struct reports {
-	int nerr, nwarn;
-	char err[MAX_REPORTS][REPORT_LEN];
-	char warn[MAX_REPORTS][REPORT_LEN];
-};
-
-static struct reports rep;
-
-static void
-collect(void *arg, bool is_error, const char *msg)
-{
-	struct reports *r = arg;
-
-	if (is_error) {
-		if (r->nerr < MAX_REPORTS)
-			snprintf(r->err[r->nerr], REPORT_LEN, "%s", msg);
-		r->nerr++;
-	} else {
-		if (r->nwarn < MAX_REPORTS)
-			snprintf(r->warn[r->nwarn], REPORT_LEN, "%s", msg);
-		r->nwarn++;
-	}
-}
+static struct tl_reports rep;
 
 /* Every report of the last load, one a line, for failure messages. */
 static const char *
 all_reports(void)
 {
-	static char buf[8192];
-	size_t n = 0;
-
-	buf[0] = '\0';
-	for (int i = 0; i < rep.nerr && i < MAX_REPORTS && n < sizeof(buf); i++)
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\n    error: %.500s",
-		    rep.err[i]);
-	for (int i = 0; i < rep.nwarn && i < MAX_REPORTS && n < sizeof(buf); i++)
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\n    warning: %.500s",
-		    rep.warn[i]);
-	return buf;
+	return tl_reports_text(&rep, 500);
 }
 
 static void
@@ -141,7 +105,7 @@ load_conf(const char *label, const char *name, const char *text, const char *lis
 	snprintf(path, pathlen, "%s", write_file(label, name, full, list));
 	free(full);
 	memset(&rep, 0, sizeof(rep));
-	return cfg_load(path, prev, collect, &rep);
+	return cfg_load(path, prev, tl_collect, &rep);
 }
 
 /* Set a file's modification time to sec.nsec. */
@@ -384,19 +348,14 @@ struct step {
 #define REJ POLICY_REJECT
 #define TMP POLICY_TEMPFAIL
 #define ACC POLICY_ACCEPT
-#define ANY UINT64_MAX             /* a counter the scenario leaves open */
-
-struct counts {
-	const char *policy;
-	uint64_t checked, rejected, tempfailed, discarded, quarantined, accepted, dry_run;
-};
+#define ANY TL_ANY                 /* a counter the scenario leaves open */
 
 struct scenario {
 	const char *label;
 	const char *list;          /* contents of @LIST@, or NULL */
 	const char *conf;          /* after LISTEN */
 	struct step steps[20];
-	struct counts counts[3];
+	struct tl_counts counts[3];
 };
 
 /* One block policy "b" of match kind m with entries e (a libconfig list). */
@@ -858,13 +817,8 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 	case ST_END:
 		return;
 	case ST_CONNECT:
-		tl_set_client(label, s, st->arg);
-		if (engine_client_exempt(s)) {
-			/* cb_connect answers at once; the engine never runs. */
-			ck_assert_msg(st->want == POLICY_NONE, "%s: step %zu: client exempt",
-			    label, k);
+		if (!tl_step_connect(label, k, s, st->arg, st->want))
 			return;
-		}
 		stage = POLICY_CONNECT;
 		break;
 	case ST_HELO:
@@ -895,36 +849,13 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 	ck_assert_msg(got == st->want, "%s: step %zu (%s %s%s%s): %s, expected %s", label, k,
 	    what, st->arg ? st->arg : "", st->sasl ? " auth=" : "", st->sasl ? st->sasl : "",
 	    policy_action_name(got), policy_action_name(st->want));
-	if (got != POLICY_NONE && st->policy != NULL)
-		ck_assert_msg(v.policy != NULL && strcmp(v.policy->name, st->policy) == 0,
-		    "%s: step %zu (%s): decided by %s, expected %s", label, k, what,
-		    v.policy ? v.policy->name : "nothing", st->policy);
+	tl_assert_decided_by(label, k, what, got, &v, st->policy);
 	if ((got == POLICY_REJECT || got == POLICY_TEMPFAIL) && st->reply != NULL) {
 		reply_format(&v.reply, text, sizeof(text));
 		ck_assert_msg(strcmp(text, st->reply) == 0, "%s: step %zu (%s): reply \"%s\", "
 		    "expected \"%s\"", label, k, what, text, st->reply);
 	}
-	if (st->kind == ST_RCPT && got != POLICY_REJECT && got != POLICY_TEMPFAIL)
-		s->msg.rcpts++;
-	if (st->kind == ST_EOM)
-		session_msg_reset(s);
-}
-
-static void
-assert_counts(const char *label, const struct counts *want)
-{
-	const struct { enum stats_field f; uint64_t n; } fields[] = {
-		{ STATS_CHECKED, want->checked }, { STATS_REJECTED, want->rejected },
-		{ STATS_TEMPFAILED, want->tempfailed }, { STATS_DISCARDED, want->discarded },
-		{ STATS_QUARANTINED, want->quarantined }, { STATS_ACCEPTED, want->accepted },
-		{ STATS_DRY_RUN, want->dry_run }, { STATS_REDIS_ERRORS, 0 },
-	};
-
-	ck_assert_msg(stats_get(want->policy) != NULL, "%s: no statistics for %s", label,
-	    want->policy);
-	for (size_t i = 0; i < NELEM(fields); i++)
-		if (fields[i].n != ANY)
-			tl_assert_count(label, want->policy, fields[i].f, fields[i].n);
+	tl_step_done(s, stage, got);
 }
 
 START_TEST(scenario)
@@ -958,7 +889,7 @@ START_TEST(scenario)
 	for (size_t k = 0; k < NELEM(sc->steps) && sc->steps[k].kind != ST_END; k++)
 		run_step(sc->label, k, s, &sc->steps[k]);
 	for (size_t i = 0; i < NELEM(sc->counts) && sc->counts[i].policy != NULL; i++)
-		assert_counts(sc->label, &sc->counts[i]);
+		tl_assert_counts(sc->label, &sc->counts[i]);
 }
 END_TEST
 
@@ -1050,7 +981,7 @@ START_TEST(reload_bad_file_keeps_old_list)
 	write_file("reload", "reload.list",
 	    "new@reload.example\n# a comment\n\nnot an address\n", NULL);
 	memset(&rep, 0, sizeof(rep));
-	bad_c = cfg_load(path, c1, collect, &rep);
+	bad_c = cfg_load(path, c1, tl_collect, &rep);
 	if (bad_c != NULL)
 		cfg_unref(bad_c);
 	ck_assert_msg(bad_c == NULL, "reload: a list with a bad line loaded");
@@ -1065,7 +996,7 @@ START_TEST(reload_bad_file_keeps_old_list)
 
 	/* Fixed: the new list replaces the old one entirely. */
 	write_file("reload", "reload.list", "new@reload.example\n# a comment\n", NULL);
-	c2 = cfg_load(path, c1, collect, &rep);
+	c2 = cfg_load(path, c1, tl_collect, &rep);
 	ck_assert_msg(c2 != NULL, "reload: the fixed list did not load:%s", all_reports());
 	assert_list("reload: new snapshot", c2, "<new@reload.example>", "<old@reload.example>");
 	/* A connection that started before keeps the list it started with. */
@@ -1075,7 +1006,7 @@ START_TEST(reload_bad_file_keeps_old_list)
 	/* A list file that vanished: the load fails, naming the file. */
 	ck_assert(unlink(list) == 0);
 	memset(&rep, 0, sizeof(rep));
-	bad_c = cfg_load(path, c2, collect, &rep);
+	bad_c = cfg_load(path, c2, tl_collect, &rep);
 	if (bad_c != NULL)
 		cfg_unref(bad_c);
 	snprintf(prefix, sizeof(prefix), "%s: cannot open", list);
@@ -1170,15 +1101,6 @@ END_TEST
 
 /* ---- the suite */
 
-static int
-rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static Suite *
 block_suite(void)
 {
@@ -1217,6 +1139,6 @@ main(void)
 	}
 	log_open(true, false);
 	status = tl_run(block_suite());
-	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tl_rmtree(tmpdir);
 	return status;
 }

@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 #include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -44,48 +43,13 @@ static char tmpdir[] = "/tmp/check_config.XXXXXX";
 
 /* ---- helpers */
 
-#define MAX_REPORTS 64
-#define REPORT_LEN 8192
-
-struct reports {
-	int nerr, nwarn;
-	char err[MAX_REPORTS][REPORT_LEN];
-	char warn[MAX_REPORTS][REPORT_LEN];
-};
-
-static struct reports rep;
-
-static void
-collect(void *arg, bool is_error, const char *msg)
-{
-	struct reports *r = arg;
-
-	if (is_error) {
-		if (r->nerr < MAX_REPORTS)
-			snprintf(r->err[r->nerr], REPORT_LEN, "%s", msg);
-		r->nerr++;
-	} else {
-		if (r->nwarn < MAX_REPORTS)
-			snprintf(r->warn[r->nwarn], REPORT_LEN, "%s", msg);
-		r->nwarn++;
-	}
-}
+static struct tl_reports rep;
 
 /* All reports on one line each, for failure messages. */
 static const char *
 all_reports(void)
 {
-	static char buf[16384];
-	size_t n = 0;
-
-	buf[0] = '\0';
-	for (int i = 0; i < rep.nerr && i < MAX_REPORTS && n < sizeof(buf); i++)
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\n    error: %.600s",
-		    rep.err[i]);
-	for (int i = 0; i < rep.nwarn && i < MAX_REPORTS && n < sizeof(buf); i++)
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\n    warning: %.600s",
-		    rep.warn[i]);
-	return buf;
+	return tl_reports_text(&rep, 600);
 }
 
 /* Write text (with "@DIR@" replaced by tmpdir) to path; 0 or -1 with errno. */
@@ -128,7 +92,7 @@ load_text(const char *name, const char *text, struct cfg *prev, char *path,
 
 	snprintf(path, pathlen, "%s", p);
 	memset(&rep, 0, sizeof(rep));
-	return cfg_load(path, prev, collect, &rep);
+	return cfg_load(path, prev, tl_collect, &rep);
 }
 
 static void
@@ -139,15 +103,6 @@ make_dir(const char *name)
 	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
 	ck_assert_msg(mkdir(path, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", path,
 	    strerror(errno));
-}
-
-static int
-remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
 }
 
 /* Pieces of configuration text.  The line numbers in the tables count on them. */
@@ -886,7 +841,7 @@ START_TEST(include_relative)
 	snprintf(main_path, sizeof(main_path), "%s/inc/main.conf", tmpdir);
 	ck_assert_msg(chdir("/") == 0, "chdir: %s", strerror(errno));
 	memset(&rep, 0, sizeof(rep));
-	c = cfg_load(main_path, NULL, collect, &rep);
+	c = cfg_load(main_path, NULL, tl_collect, &rep);
 	ck_assert_msg(c != NULL, "include: not loaded:%s", all_reports());
 	ck_assert_msg(c->npolicies == 1 && strcmp(c->policies[0].name, "s") == 0,
 	    "include: %zu policies", c->npolicies);
@@ -912,7 +867,7 @@ START_TEST(include_nested)
 	write_file("nest/main.conf", LISTEN "@include \"sub/outer.conf\"\n", 0644);
 	snprintf(main_path, sizeof(main_path), "%s/nest/main.conf", tmpdir);
 	memset(&rep, 0, sizeof(rep));
-	c = cfg_load(main_path, NULL, collect, &rep);
+	c = cfg_load(main_path, NULL, tl_collect, &rep);
 	ck_assert_msg(c != NULL, "nested include: not loaded:%s", all_reports());
 	ck_assert_msg(c->npolicies == 1, "nested include: %zu policies", c->npolicies);
 	cfg_unref(c);
@@ -934,7 +889,7 @@ START_TEST(include_error_names_file)
 	snprintf(main_path, sizeof(main_path), "%s/incerr/main.conf", tmpdir);
 	ck_assert_msg(chdir("/") == 0, "chdir: %s", strerror(errno));
 	memset(&rep, 0, sizeof(rep));
-	c = cfg_load(main_path, NULL, collect, &rep);
+	c = cfg_load(main_path, NULL, tl_collect, &rep);
 	cfg_unref(c);
 	ck_assert_msg(c == NULL, "include error: loaded");
 	ck_assert_msg(rep.nerr == 1, "include error: %d errors:%s", rep.nerr, all_reports());
@@ -952,7 +907,7 @@ START_TEST(missing_file)
 
 	snprintf(path, sizeof(path), "%s/no-such.conf", tmpdir);
 	memset(&rep, 0, sizeof(rep));
-	c = cfg_load(path, NULL, collect, &rep);
+	c = cfg_load(path, NULL, tl_collect, &rep);
 	ck_assert_msg(c == NULL, "missing file: loaded");
 	ck_assert_msg(rep.nerr == 1, "missing file: %d errors:%s", rep.nerr, all_reports());
 	ck_assert_msg(strncmp(rep.err[0], path, strlen(path)) == 0 &&
@@ -1321,6 +1276,6 @@ main(void)
 
 	status = tl_run(config_suite());
 	stats_reset();
-	nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tl_rmtree(tmpdir);
 	return status;
 }

@@ -29,7 +29,7 @@
 #include "tests/testlib.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-#define ANY UINT64_MAX             /* a counter the scenario does not pin down */
+#define ANY TL_ANY                 /* a counter the scenario does not pin down */
 
 enum step_kind { ST_END = 0, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA, ST_EOM, ST_RSET };
 
@@ -59,16 +59,11 @@ struct step {
 #define EOM_HIT(act, pol, rep) { .kind = ST_EOM, .want = (act), .policy = (pol), .reply = (rep) }
 #define RSET                 { .kind = ST_RSET }
 
-struct counts {
-	const char *policy;
-	uint64_t checked, rejected, tempfailed, discarded, quarantined, accepted, dry_run;
-};
-
 struct scenario {
 	const char *label;
 	const char *conf;          /* after listen = ...; */
 	struct step steps[24];
-	struct counts counts[3];
+	struct tl_counts counts[3];
 };
 
 #define LIMIT1_REJECT \
@@ -350,13 +345,8 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 	case ST_END:
 		return;
 	case ST_CONNECT:
-		tl_set_client(label, s, st->arg);
-		if (engine_client_exempt(s)) {
-			/* cb_connect answers at once; the engine never runs at connect. */
-			ck_assert_msg(st->want == POLICY_NONE, "%s: step %zu: client "
-			    "exempt", label, k);
+		if (!tl_step_connect(label, k, s, st->arg, st->want))
 			return;
-		}
 		stage = POLICY_CONNECT;
 		break;
 	case ST_HELO:
@@ -387,17 +377,7 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 		return;
 	}
 
-	memset(&v, 0, sizeof(v));
-	got = engine_run(s, stage, &v);
-	ck_assert_msg(got == v.action, "%s: step %zu (%s): returned %s, verdict %s",
-	    label, k, what, policy_action_name(got), policy_action_name(v.action));
-	ck_assert_msg(got == st->want, "%s: step %zu (%s %s): %s, expected %s", label, k,
-	    what, st->arg ? st->arg : "", policy_action_name(got),
-	    policy_action_name(st->want));
-	if (got != POLICY_NONE && st->policy != NULL)
-		ck_assert_msg(v.policy != NULL && strcmp(v.policy->name, st->policy) == 0,
-		    "%s: step %zu (%s): decided by %s, expected %s", label, k, what,
-		    v.policy ? v.policy->name : "nothing", st->policy);
+	got = tl_engine_step(label, k, what, st->arg, s, stage, &v, st->want, st->policy);
 	if (got == POLICY_REJECT || got == POLICY_TEMPFAIL) {
 		assert_reply_safe(label, k, &v.reply);
 		reply_format(&v.reply, text, sizeof(text));
@@ -410,28 +390,7 @@ run_step(const char *label, size_t k, struct session *s, const struct step *st)
 			    "sent \"%s\", expected \"%s\"", label, k, what,
 			    v.reply.nlines ? v.reply.lines[0] : "", st->line0);
 	}
-	/* cb_envrcpt counts the recipients the MTA will accept; cb_eom resets. */
-	if (st->kind == ST_RCPT && got != POLICY_REJECT && got != POLICY_TEMPFAIL)
-		s->msg.rcpts++;
-	if (st->kind == ST_EOM)
-		session_msg_reset(s);
-}
-
-static void
-assert_counts(const char *label, const struct counts *want)
-{
-	const struct stats_entry *e = stats_get(want->policy);
-	const struct { enum stats_field f; uint64_t n; } fields[] = {
-		{ STATS_CHECKED, want->checked }, { STATS_REJECTED, want->rejected },
-		{ STATS_TEMPFAILED, want->tempfailed }, { STATS_DISCARDED, want->discarded },
-		{ STATS_QUARANTINED, want->quarantined }, { STATS_ACCEPTED, want->accepted },
-		{ STATS_DRY_RUN, want->dry_run }, { STATS_REDIS_ERRORS, 0 },
-	};
-
-	ck_assert_msg(e != NULL, "%s: no statistics for %s", label, want->policy);
-	for (size_t i = 0; i < NELEM(fields); i++)
-		if (fields[i].n != ANY)
-			tl_assert_count(label, want->policy, fields[i].f, fields[i].n);
+	tl_step_done(s, stage, got);
 }
 
 START_TEST(test_scenario)
@@ -444,7 +403,7 @@ START_TEST(test_scenario)
 	for (size_t k = 0; k < NELEM(sc->steps) && sc->steps[k].kind != ST_END; k++)
 		run_step(sc->label, k, s, &sc->steps[k]);
 	for (size_t i = 0; i < NELEM(sc->counts) && sc->counts[i].policy != NULL; i++)
-		assert_counts(sc->label, &sc->counts[i]);
+		tl_assert_counts(sc->label, &sc->counts[i]);
 }
 END_TEST
 

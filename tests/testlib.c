@@ -8,6 +8,7 @@
 #include <check.h>
 #include <stdarg.h>
 #include <errno.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,9 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "milter/cfg.h"
+#include "milter/engine.h"
 #include "milter/session.h"
 #include "milter/stats.h"
 #include "tests/testlib.h"
@@ -32,6 +35,57 @@ tl_run(Suite *s)
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* ---- the reports of cfg_load */
+
+void
+tl_collect(void *arg, bool is_error, const char *msg)
+{
+	struct tl_reports *r = arg;
+
+	if (is_error) {
+		if (r->nerr < TL_MAX_REPORTS)
+			snprintf(r->err[r->nerr], TL_REPORT_LEN, "%s", msg);
+		r->nerr++;
+	} else {
+		if (r->nwarn < TL_MAX_REPORTS)
+			snprintf(r->warn[r->nwarn], TL_REPORT_LEN, "%s", msg);
+		r->nwarn++;
+	}
+}
+
+const char *
+tl_reports_text(const struct tl_reports *r, int width)
+{
+	static char buf[16384];
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < r->nerr && i < TL_MAX_REPORTS && n < sizeof(buf); i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\n    error: %.*s", width,
+		    r->err[i]);
+	for (int i = 0; i < r->nwarn && i < TL_MAX_REPORTS && n < sizeof(buf); i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\n    warning: %.*s", width,
+		    r->warn[i]);
+	return buf;
+}
+
+/* ---- a test's directory */
+
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void
+tl_rmtree(const char *dir)
+{
+	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- loading a configuration */
@@ -124,6 +178,72 @@ tl_assert_count(const char *label, const char *policy, enum stats_field f, uint6
 
 	ck_assert_msg(got == want, "%s: %s %s = %llu, expected %llu", label, policy,
 	    stats_field_name(f), (unsigned long long)got, (unsigned long long)want);
+}
+
+void
+tl_assert_counts(const char *label, const struct tl_counts *want)
+{
+	const struct { enum stats_field f; uint64_t n; } fields[] = {
+		{ STATS_CHECKED, want->checked }, { STATS_REJECTED, want->rejected },
+		{ STATS_TEMPFAILED, want->tempfailed }, { STATS_DISCARDED, want->discarded },
+		{ STATS_QUARANTINED, want->quarantined }, { STATS_ACCEPTED, want->accepted },
+		{ STATS_DRY_RUN, want->dry_run }, { STATS_REDIS_ERRORS, 0 },
+	};
+
+	ck_assert_msg(stats_get(want->policy) != NULL, "%s: no statistics for %s", label,
+	    want->policy);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (fields[i].n != TL_ANY)
+			tl_assert_count(label, want->policy, fields[i].f, fields[i].n);
+}
+
+/* ---- a step's verdict */
+
+bool
+tl_step_connect(const char *label, size_t k, struct session *s, const char *ip,
+    enum policy_action want)
+{
+	tl_set_client(label, s, ip);
+	if (!engine_client_exempt(s))
+		return true;
+	ck_assert_msg(want == POLICY_NONE, "%s: step %zu: client exempt", label, k);
+	return false;
+}
+
+enum policy_action
+tl_engine_step(const char *label, size_t k, const char *what, const char *arg,
+    struct session *s, enum policy_stage stage, struct engine_verdict *v,
+    enum policy_action want, const char *policy)
+{
+	enum policy_action got;
+
+	memset(v, 0, sizeof(*v));
+	got = engine_run(s, stage, v);
+	ck_assert_msg(got == v->action, "%s: step %zu (%s): returned %s, verdict %s",
+	    label, k, what, policy_action_name(got), policy_action_name(v->action));
+	ck_assert_msg(got == want, "%s: step %zu (%s %s): %s, expected %s", label, k,
+	    what, arg != NULL ? arg : "", policy_action_name(got), policy_action_name(want));
+	tl_assert_decided_by(label, k, what, got, v, policy);
+	return got;
+}
+
+void
+tl_assert_decided_by(const char *label, size_t k, const char *what,
+    enum policy_action got, const struct engine_verdict *v, const char *policy)
+{
+	if (got != POLICY_NONE && policy != NULL)
+		ck_assert_msg(v->policy != NULL && strcmp(v->policy->name, policy) == 0,
+		    "%s: step %zu (%s): decided by %s, expected %s", label, k, what,
+		    v->policy != NULL ? v->policy->name : "nothing", policy);
+}
+
+void
+tl_step_done(struct session *s, enum policy_stage stage, enum policy_action got)
+{
+	if (stage == POLICY_RCPT && got != POLICY_REJECT && got != POLICY_TEMPFAIL)
+		s->msg.rcpts++;
+	if (stage == POLICY_EOM)
+		session_msg_reset(s);
 }
 
 /* ---- a private Redis */
