@@ -203,13 +203,34 @@ redis_trouble(const char *what, const char *err)
 	log_ratelimited(&throttle, 10, LOG_WARNING, "rate limits: %s: %s", what, err);
 }
 
-/* The work space for one stage: an item per policy, kept with the session. */
-static struct item *
+/*
+ * The work space for one stage, allocated once per connection (the SMTP
+ * path allocates nothing): an item, a limiter check and a result per policy.
+ */
+struct scratch {
+	struct item *items;
+	struct limiter_check *checks;
+	struct limiter_result *res;
+};
+
+static struct scratch *
 scratch(struct session *s)
 {
-	if (s->scratch == NULL && s->cfg->npolicies > 0)
-		s->scratch = calloc(s->cfg->npolicies, sizeof(struct item));
-	return s->scratch;
+	size_t n = s->cfg->npolicies;
+	struct scratch *w;
+
+	if (s->scratch != NULL || n == 0)
+		return s->scratch;
+	w = calloc(1, sizeof(*w) + n * (sizeof(struct item) +
+	    sizeof(struct limiter_check) + sizeof(struct limiter_result)));
+	if (w == NULL)
+		return NULL;
+	/* One block: items (the largest alignment) first. */
+	w->items = (struct item *)(void *)(w + 1);
+	w->checks = (struct limiter_check *)(void *)(w->items + n);
+	w->res = (struct limiter_result *)(void *)(w->checks + n);
+	s->scratch = w;
+	return w;
 }
 
 static bool
@@ -328,14 +349,14 @@ engine_release(struct session *s)
 
 static void
 plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
-    struct item *items, size_t *nitems, size_t *stop, bool *pure_refusal)
+    struct item *items, size_t *nitems, bool *pure_refusal)
 {
 	const struct cfg *c = s->cfg;
+	bool decided = false;
 	size_t n = 0;
 
-	*stop = SIZE_MAX;
 	*pure_refusal = false;
-	for (size_t i = 0; i < c->npolicies && *stop == SIZE_MAX; i++) {
+	for (size_t i = 0; i < c->npolicies && !decided; i++) {
 		const struct cfg_policy *p = &c->policies[i];
 		struct item *it;
 
@@ -365,7 +386,7 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		it->hit = p->type->check(p->settings, stage, m, &it->info);
 		if (it->hit && !p->dry_run && (refuses(p->action) ||
 		    p->action == POLICY_ACCEPT)) {
-			*stop = n - 1;
+			decided = true;
 			*pure_refusal = refuses(p->action);
 		}
 	}
@@ -375,42 +396,38 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 static enum policy_action
 run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 {
-	struct item *items = scratch(s);
-	struct limiter_check *checks = NULL;
-	struct limiter_result *res = NULL;
+	struct scratch *w = scratch(s);
+	struct item *items;
+	struct limiter_check *checks;
+	struct limiter_result *res;
 	struct policy_msg m;
-	size_t n, stop, nc = 0;
+	size_t n, nc = 0;
 	bool pure_refusal, refused = false, redis_failed = false;
 	char err[256];
 
-	if (items == NULL)
+	if (w == NULL)
 		return POLICY_NONE;
+	items = w->items;
+	checks = w->checks;
+	res = w->res;
 	build_msg(s, &m);
-	plan(s, stage, &m, items, &n, &stop, &pure_refusal);
+	plan(s, stage, &m, items, &n, &pure_refusal);
 
 	for (size_t i = 0; i < n; i++)
 		if (items[i].active)
 			items[i].check = nc++;
 	if (nc > 0) {
 		size_t lstop;
-		checks = calloc(nc, sizeof(*checks));
-		res = calloc(nc, sizeof(*res));
-		if (checks == NULL || res == NULL) {
-			redis_failed = true;
-			snprintf(err, sizeof(err), "out of memory");
-		} else {
-			for (size_t i = 0; i < n; i++) {
-				struct item *it = &items[i];
-				if (!it->active)
-					continue;
-				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
-				    it->cnt.limit, it->cnt.window_ms, it->cnt.amount,
-				    on_over(it->p) };
-			}
-			redis_failed = limiter_run(s->cfg->redis->store, checks, nc,
-			    pure_refusal ? LIMITER_RESERVE_IF_ACCEPTED : LIMITER_RESERVE,
-			    NULL, 0, NULL, 0, &refused, &lstop, res, err, sizeof(err)) != 0;
+		for (size_t i = 0; i < n; i++) {
+			struct item *it = &items[i];
+			if (!it->active)
+				continue;
+			checks[it->check] = (struct limiter_check){ it->key, it->keylen,
+			    it->cnt.limit, it->cnt.window_ms, it->cnt.amount, on_over(it->p) };
 		}
+		redis_failed = limiter_run(s->cfg->redis->store, checks, nc,
+		    pure_refusal ? LIMITER_RESERVE_IF_ACCEPTED : LIMITER_RESERVE,
+		    NULL, 0, NULL, 0, &refused, &lstop, res, err, sizeof(err)) != 0;
 		if (redis_failed)
 			redis_trouble("check failed", err);
 	}
@@ -463,8 +480,6 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 				    "given back");
 		}
 	}
-	free(checks);
-	free(res);
 	return v->action;
 }
 
