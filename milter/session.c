@@ -93,8 +93,9 @@ session_set_helo(struct session *s, const char *helo)
 	s->helo = copy_field(helo);
 }
 
-char *
-session_strip_brackets(const char *addr)
+/* Strip surrounding <> and spaces into a new string ("" for <>). */
+static char *
+strip_brackets(const char *addr)
 {
 	const char *p = addr != NULL ? addr : "";
 	size_t len;
@@ -164,7 +165,7 @@ is_atext(char c)
 char *
 session_canonical_address(const char *addr)
 {
-	char *a = session_strip_brackets(addr), *at, *out, *w;
+	char *a = strip_brackets(addr), *at, *out, *w;
 	bool dot_atom = true;
 
 	/* "local"@domain: undo the quoting, and drop the quotes when the local

@@ -99,9 +99,6 @@ void session_msg_start(struct session *s, const char *sender,
 void session_set_rcpt(struct session *s, const char *rcpt);
 void session_set_queue_id(struct session *s, const char *qid);
 
-/* Strip surrounding <> and spaces into a new string ("" for <>). */
-char *session_strip_brackets(const char *addr);
-
 /*
  * An envelope address as policies compare it: brackets stripped, a quoted
  * local part unquoted ("spam"@x -> spam@x; "john\ doe"@x -> "john doe"@x),
