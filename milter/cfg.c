@@ -759,11 +759,13 @@ parse_policy(struct loader *ld, const config_setting_t *s, struct cfg_policy *p,
 		p->watch_mtime = mtime_ns(p->type->watch_file(p->settings));
 	if (ld->errors == before && p->type->load != NULL)
 		ld->errors += p->type->load(p->settings, report_loaded, ld);
+	p->live = ld->errors == before && p->type->live != NULL &&
+	    p->type->live(p->settings);
 
 	parse_fields(ld, s, where, common_fields, p);
 	if ((v = config_setting_get_member(s, "on_redis_error")) != NULL) {
 		parse_on_error(ld, v, &p->on_redis_error);
-		if (!p->type->uses_store)
+		if (!p->live && !p->type->uses_store)
 			WARN(ld, v, "%s: on_redis_error has no effect: type \"%s\" needs "
 			    "no Redis", where, p->type->name);
 	}
@@ -1000,6 +1002,12 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 			ERR(&ld, config_setting_get_elem(config_setting_get_member(root,
 			    "policies"), (unsigned)i), "policy \"%s\": type \"%s\" counts "
 			    "in Redis: add redis = { address = ...; }", p->name, p->type->name);
+		else if (p->live && c->redis == NULL)
+			ERR(&ld, config_setting_get_elem(config_setting_get_member(root,
+			    "policies"), (unsigned)i), "policy \"%s\": redis = true needs the "
+			    "top-level redis = { address = ...; }", p->name);
+		if (p->live)
+			c->nlive++;
 	}
 	{
 		/* What a Redis failure with on_redis_error = "tempfail" answers. */

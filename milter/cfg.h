@@ -55,6 +55,7 @@ struct cfg_policy {
 	enum policy_action action;
 	struct reply_tmpl *reply;      /* reject and tempfail only, else NULL */
 	bool dry_run;
+	bool live;                     /* also consults its live list in Redis */
 	enum cfg_on_error on_redis_error;
 	struct cfg_exempt exempt;      /* clients and senders this policy skips */
 	long long watch_mtime;         /* its list file's time, taken before reading it */
@@ -91,6 +92,7 @@ struct cfg {
 	struct cfg_exempt exempt;
 	struct cfg_policy *policies;
 	size_t npolicies;
+	size_t nlive;                  /* policies with live lists */
 	struct cfg_watch *watch;       /* files whose change reloads the configuration */
 	size_t nwatch;
 	unsigned stages_decide;        /* POLICY_STAGE bits where some policy decides */

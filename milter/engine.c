@@ -39,6 +39,9 @@ struct item {
 	bool counting;
 	bool active;               /* counting: something to check at this stage */
 	bool hit;                  /* in-memory: the policy is hit */
+	bool lookup;               /* not hit in memory: look up its live list */
+	struct policy_members *mem;       /* ... these members of it */
+	char found[300];                  /* the live-list member that matched */
 	struct policy_hit info;
 	struct policy_count cnt;
 	char key[POLICY_KEY_MAX + 160];   /* the full Redis key */
@@ -200,17 +203,19 @@ redis_trouble(const char *what, const char *err)
 {
 	static struct log_throttle throttle;
 
-	log_ratelimited(&throttle, 10, LOG_WARNING, "rate limits: %s: %s", what, err);
+	log_ratelimited(&throttle, 10, LOG_WARNING, "redis: %s: %s", what, err);
 }
 
 /*
  * The work space for one stage, allocated once per connection (the SMTP
- * path allocates nothing): an item, a limiter check and a result per policy.
+ * path allocates nothing): an item, a limiter check and a result per
+ * policy, and the members to look up per live-list policy.
  */
 struct scratch {
 	struct item *items;
 	struct limiter_check *checks;
 	struct limiter_result *res;
+	struct policy_members *members;
 };
 
 static struct scratch *
@@ -221,12 +226,14 @@ scratch(struct session *s)
 
 	if (s->scratch != NULL || n == 0)
 		return s->scratch;
-	w = calloc(1, sizeof(*w) + n * (sizeof(struct item) +
-	    sizeof(struct limiter_check) + sizeof(struct limiter_result)));
+	w = calloc(1, sizeof(*w) + s->cfg->nlive * sizeof(struct policy_members) +
+	    n * (sizeof(struct item) + sizeof(struct limiter_check) +
+	    sizeof(struct limiter_result)));
 	if (w == NULL)
 		return NULL;
-	/* One block: items (the largest alignment) first. */
-	w->items = (struct item *)(void *)(w + 1);
+	/* One block: members and items (the largest alignments) first. */
+	w->members = (struct policy_members *)(void *)(w + 1);
+	w->items = (struct item *)(void *)(w->members + s->cfg->nlive);
 	w->checks = (struct limiter_check *)(void *)(w->items + n);
 	w->res = (struct limiter_result *)(void *)(w->checks + n);
 	s->scratch = w;
@@ -349,11 +356,12 @@ engine_release(struct session *s)
 
 static void
 plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
-    struct item *items, size_t *nitems, bool *pure_refusal)
+    struct scratch *w, size_t *nitems, bool *pure_refusal)
 {
 	const struct cfg *c = s->cfg;
+	struct item *items = w->items;
 	bool decided = false;
-	size_t n = 0;
+	size_t n = 0, nmem = 0;
 
 	*pure_refusal = false;
 	for (size_t i = 0; i < c->npolicies && !decided; i++) {
@@ -367,6 +375,7 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		it->counting = p->type->count != NULL;
 		it->active = false;
 		it->hit = false;
+		it->lookup = false;
 		memset(&it->info, 0, sizeof(it->info));
 		if (it->counting) {
 			if (!p->type->count(p->settings, stage, m, &it->cnt))
@@ -389,8 +398,36 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 			decided = true;
 			*pure_refusal = refuses(p->action);
 		}
+		/* Not in the static list: maybe in the live one. */
+		if (!it->hit && p->live && nmem < c->nlive) {
+			it->mem = &w->members[nmem];
+			if (p->type->members(p->settings, stage, m, it->mem) == 0)
+				continue;
+			nmem++;
+			it->lookup = it->active = true;
+			it->keylen = (size_t)snprintf(it->key, sizeof(it->key), "%sblock:%s",
+			    c->redis->prefix, p->name);
+		}
 	}
 	*nitems = n;
+}
+
+/* Which live-list entry matched, for the log: "live:<member>". */
+static void
+live_found(struct item *it, const struct limiter_result *r)
+{
+	size_t j = (size_t)r->count - 1, len;
+
+	if (r->count == 0 || j >= it->mem->n) {
+		snprintf(it->found, sizeof(it->found), "live");
+		return;
+	}
+	len = it->mem->len[j];
+	if (len > sizeof(it->found) - 6)
+		len = sizeof(it->found) - 6;
+	memcpy(it->found, "live:", 5);
+	memcpy(it->found + 5, it->mem->v[j], len);
+	it->found[5 + len] = '\0';
 }
 
 static enum policy_action
@@ -411,7 +448,7 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 	checks = w->checks;
 	res = w->res;
 	build_msg(s, &m);
-	plan(s, stage, &m, items, &n, &pure_refusal);
+	plan(s, stage, &m, w, &n, &pure_refusal);
 
 	for (size_t i = 0; i < n; i++)
 		if (items[i].active)
@@ -422,8 +459,13 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 			struct item *it = &items[i];
 			if (!it->active)
 				continue;
-			checks[it->check] = (struct limiter_check){ it->key, it->keylen,
-			    it->cnt.limit, it->cnt.window_ms, it->cnt.amount, on_over(it->p) };
+			if (it->lookup)
+				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
+				    0, 0, 0, on_over(it->p), it->mem->v, it->mem->len, it->mem->n };
+			else
+				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
+				    it->cnt.limit, it->cnt.window_ms, it->cnt.amount,
+				    on_over(it->p), NULL, NULL, 0 };
 		}
 		redis_failed = limiter_run(s->cfg->redis->store, checks, nc,
 		    pure_refusal ? LIMITER_RESERVE_IF_ACCEPTED : LIMITER_RESERVE,
@@ -440,13 +482,28 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 			continue;
 		stats_add(p->stats, STATS_CHECKED, 1);
 		if (!it->counting) {
+			const char *key = NULL;
+			if (it->lookup && redis_failed) {
+				/* The static list said no; the live one cannot answer. */
+				stats_add(p->stats, STATS_REDIS_ERRORS, 1);
+				if (on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&
+				    decide(s, p, POLICY_TEMPFAIL, stage, NULL,
+				    s->cfg->redis_error_reply, &it->info, NULL, v))
+					break;
+				continue;
+			}
+			if (it->lookup && res[it->check].over) {
+				live_found(it, &res[it->check]);
+				it->hit = true;
+				key = it->found;
+			}
 			if (!it->hit)
 				continue;
 			if (p->dry_run) {
-				dry_hit(s, p, stage, NULL, &it->info, NULL, v);
+				dry_hit(s, p, stage, key, &it->info, NULL, v);
 				continue;
 			}
-			if (decide(s, p, p->action, stage, NULL, p->reply, &it->info, NULL, v))
+			if (decide(s, p, p->action, stage, key, p->reply, &it->info, NULL, v))
 				break;
 			continue;
 		}
@@ -536,7 +593,7 @@ settle_eom(struct session *s, struct engine_verdict *v)
 			owner[nc] = i;
 			checks[nc++] = (struct limiter_check){ r->key, r->keylen, r->limit,
 			    r->window_ms, s->msg.size - r->amount,
-			    s->msg.decided ? 's' : on_over(r->policy) };
+			    s->msg.decided ? 's' : on_over(r->policy), NULL, NULL, 0 };
 		} else if (s->msg.size < r->amount) {
 			always[na++] = (struct limiter_back){ r->key, r->keylen, r->field,
 			    r->amount - s->msg.size };

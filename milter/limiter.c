@@ -15,9 +15,12 @@
 #define BUCKETS_PER_WINDOW 60
 
 /*
- * KEYS: the nc checked keys, then the na "always" and nr "if refused"
- * give-back keys.  ARGV: nc, reserve mode, na, nr; per check: limit,
- * window ms, bucket ms, amount, on-over; per give-back: field, amount.
+ * KEYS: the nc checked keys (counters or live lists), then the na "always"
+ * and nr "if refused" give-back keys.  ARGV: nc, reserve mode, na, nr, the
+ * index of the first give-back argument; then per check either
+ *   'c', limit, window ms, bucket ms, amount, on-over      (a count)
+ *   'l', on-over, m, member 1 .. member m                   (a lookup)
+ * and per give-back: field, amount.
  * Returns { refused, stop, then per check: over, count, retry ms, field }.
  *
  * Numbers are Lua doubles: exact for integers below 2^53, far above any
@@ -28,7 +31,7 @@ const char limiter_script[] =
 "local t = redis.call('TIME')\n"
 "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 "local nc, mode = tonumber(ARGV[1]), ARGV[2]\n"
-"local na, nr = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+"local na, nr, gb = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
 "local function int(x) return string.format('%.0f', x) end\n"
 /* Units in the buckets that reach into the last window; drop older ones. */
 "local function usage(key, window, bucket)\n"
@@ -60,6 +63,20 @@ const char limiter_script[] =
 "  end\n"
 "  return 0\n"
 "end\n"
+/* The first member of ARGV[a + 1 .. a + m] in the live list, with its
+ * expiry (0: never); members whose time has come are deleted first. */
+"local function lookup(key, a, m)\n"
+"  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.3f', now / 1000))\n"
+"  for j = 1, m do\n"
+"    local score = redis.call('ZSCORE', key, ARGV[a + j])\n"
+"    if score then\n"
+"      local e = tonumber(score)\n"
+"      if e == nil or e == math.huge then e = 0 end\n"
+"      return j, math.floor(e)\n"
+"    end\n"
+"  end\n"
+"  return 0, 0\n"
+"end\n"
 "local function give_back(key, field, amount)\n"
 "  local v = tonumber(redis.call('HGET', key, field) or '0')\n"
 "  local n = math.min(v, amount)\n"
@@ -67,36 +84,48 @@ const char limiter_script[] =
 "  if v - n == 0 then redis.call('HDEL', key, field)\n"
 "  else redis.call('HINCRBY', key, field, int(-n)) end\n"
 "end\n"
-"local res, over, counts, retries = { 0, nc }, {}, {}, {}\n"
+"local res, over, counts, retries, at = { 0, nc }, {}, {}, {}, {}\n"
 "local stop, refused, accepted = nc, false, false\n"
+"local a = 6\n"
 "for i = 1, nc do\n"
-"  local a = 4 + (i - 1) * 5\n"
-"  local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
-"  local amount, on_over = tonumber(ARGV[a + 4]), ARGV[a + 5]\n"
-"  local sum, live = usage(KEYS[i], window, bucket)\n"
-"  counts[i], retries[i], over[i] = sum, 0, false\n"
-"  if sum + amount > limit then\n"
-"    over[i] = true\n"
-"    if amount <= limit then retries[i] = retry(live, sum + amount - limit, window, bucket) end\n"
-"    if on_over ~= 's' then\n"
-"      stop = i - 1\n"
-"      refused = on_over == 'r'\n"
-"      accepted = on_over == 'a'\n"
-"      break\n"
+"  local on_over\n"
+"  at[i], counts[i], retries[i], over[i] = a, 0, 0, false\n"
+"  if ARGV[a] == 'l' then\n"
+"    local m = tonumber(ARGV[a + 2])\n"
+"    on_over = ARGV[a + 1]\n"
+"    counts[i], retries[i] = lookup(KEYS[i], a + 2, m)\n"
+"    over[i] = counts[i] > 0\n"
+"    a = a + 3 + m\n"
+"  else\n"
+"    local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
+"    local amount = tonumber(ARGV[a + 4])\n"
+"    local sum, live = usage(KEYS[i], window, bucket)\n"
+"    on_over = ARGV[a + 5]\n"
+"    counts[i] = sum\n"
+"    if sum + amount > limit then\n"
+"      over[i] = true\n"
+"      if amount <= limit then retries[i] = retry(live, sum + amount - limit, window, bucket) end\n"
 "    end\n"
+"    a = a + 6\n"
+"  end\n"
+"  if over[i] and on_over ~= 's' then\n"
+"    stop = i - 1\n"
+"    refused = on_over == 'r'\n"
+"    accepted = on_over == 'a'\n"
+"    break\n"
 "  end\n"
 "end\n"
 "local fields = {}\n"
 "if refused then\n"
 "  for j = 1, nr do\n"
-"    local a = 4 + nc * 5 + na * 2 + (j - 1) * 2\n"
-"    give_back(KEYS[nc + na + j], ARGV[a + 1], tonumber(ARGV[a + 2]))\n"
+"    local g = gb + na * 2 + (j - 1) * 2\n"
+"    give_back(KEYS[nc + na + j], ARGV[g], tonumber(ARGV[g + 1]))\n"
 "  end\n"
 "elseif mode == '1' or (mode == '2' and accepted) then\n"
 "  for i = 1, stop do\n"
-"    if not over[i] then\n"
-"      local a = 4 + (i - 1) * 5\n"
-"      local window, bucket, amount = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])\n"
+"    local c = at[i]\n"
+"    if not over[i] and ARGV[c] == 'c' then\n"
+"      local window, bucket, amount = tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3]), tonumber(ARGV[c + 4])\n"
 "      local f = math.floor(now / bucket) * bucket\n"
 "      if amount > 0 then\n"
 "        redis.call('HINCRBY', KEYS[i], int(f), int(amount))\n"
@@ -109,8 +138,8 @@ const char limiter_script[] =
 "  end\n"
 "end\n"
 "for j = 1, na do\n"
-"  local a = 4 + nc * 5 + (j - 1) * 2\n"
-"  give_back(KEYS[nc + j], ARGV[a + 1], tonumber(ARGV[a + 2]))\n"
+"  local g = gb + (j - 1) * 2\n"
+"  give_back(KEYS[nc + j], ARGV[g], tonumber(ARGV[g + 1]))\n"
 "end\n"
 "res[1] = refused and 1 or 0\n"
 "res[2] = stop\n"
@@ -137,37 +166,59 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
     const struct limiter_back *if_refused, size_t nr,
     bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen)
 {
-	size_t nkeys = nc + na + nr, nargs = 4 + nc * 5 + (na + nr) * 2;
-	const char **keys = calloc(nkeys + 1, sizeof(*keys));
-	size_t *keylens = calloc(nkeys + 1, sizeof(*keylens));
-	const char **args = calloc(nargs, sizeof(*args));
-	char (*num)[24] = calloc(nargs, sizeof(*num));
+	size_t nkeys = nc + na + nr, nargs = 5 + (na + nr) * 2, nnum, first_back;
+	const char **keys = NULL, **args = NULL;
+	size_t *keylens = NULL, *arglens = NULL;
+	char (*num)[24] = NULL;
 	redisReply *r = NULL;
-	size_t k = 0, a = 0;
+	size_t k = 0, a = 0, u = 0;
 	int rc = -1;
 
-	if (keys == NULL || keylens == NULL || args == NULL || num == NULL) {
+	for (size_t i = 0; i < nc; i++)
+		nargs += checks[i].nmembers > 0 ? 3 + checks[i].nmembers : 6;
+	first_back = nargs - (na + nr) * 2 + 1;       /* Lua counts from 1 */
+	nnum = nargs;
+	keys = calloc(nkeys + 1, sizeof(*keys));
+	keylens = calloc(nkeys + 1, sizeof(*keylens));
+	args = calloc(nargs, sizeof(*args));
+	arglens = calloc(nargs, sizeof(*arglens));
+	num = calloc(nnum, sizeof(*num));
+	if (keys == NULL || keylens == NULL || args == NULL || arglens == NULL || num == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-#define ARG_U(v) (snprintf(num[a], sizeof(num[a]), "%" PRIu64, (uint64_t)(v)), \
-	args[a] = num[a], a++)
-#define ARG_I(v) (snprintf(num[a], sizeof(num[a]), "%" PRId64, (int64_t)(v)), \
-	args[a] = num[a], a++)
+	/* Numbers and one-letter words go through num[]; members as they are. */
+#define ARG_F(fmt, v) (snprintf(num[u], sizeof(num[u]), fmt, v), \
+	args[a] = num[u], arglens[a++] = strlen(num[u++]))
+#define ARG_U(v) ARG_F("%" PRIu64, (uint64_t)(v))
+#define ARG_I(v) ARG_F("%" PRId64, (int64_t)(v))
+#define ARG_C(c) ARG_F("%c", c)
 	ARG_U(nc);
 	ARG_U(reserve);
 	ARG_U(na);
 	ARG_U(nr);
+	ARG_U(first_back);
 	for (size_t i = 0; i < nc; i++) {
-		keys[k] = checks[i].key;
-		keylens[k++] = checks[i].keylen;
-		ARG_U(checks[i].limit);
-		ARG_U(checks[i].window_ms);
-		ARG_U(limiter_bucket_ms(checks[i].window_ms));
-		ARG_U(checks[i].amount);
-		snprintf(num[a], sizeof(num[a]), "%c", checks[i].on_over);
-		args[a] = num[a];
-		a++;
+		const struct limiter_check *c = &checks[i];
+
+		keys[k] = c->key;
+		keylens[k++] = c->keylen;
+		if (c->nmembers > 0) {
+			ARG_C('l');
+			ARG_C(c->on_over);
+			ARG_U(c->nmembers);
+			for (size_t j = 0; j < c->nmembers; j++) {
+				args[a] = c->members[j];
+				arglens[a++] = c->memberlens[j];
+			}
+			continue;
+		}
+		ARG_C('c');
+		ARG_U(c->limit);
+		ARG_U(c->window_ms);
+		ARG_U(limiter_bucket_ms(c->window_ms));
+		ARG_U(c->amount);
+		ARG_C(c->on_over);
 	}
 	for (size_t pass = 0; pass < 2; pass++) {
 		const struct limiter_back *b = pass == 0 ? always : if_refused;
@@ -178,9 +229,11 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 			ARG_U(b[i].amount);
 		}
 	}
+#undef ARG_F
 #undef ARG_U
 #undef ARG_I
-	r = store_eval(st, &script, (int)nkeys, keys, keylens, (int)nargs, args, NULL,
+#undef ARG_C
+	r = store_eval(st, &script, (int)nkeys, keys, keylens, (int)nargs, args, arglens,
 	    err, errlen);
 	if (r == NULL)
 		goto out;
@@ -213,6 +266,7 @@ out:
 	free(keys);
 	free(keylens);
 	free(args);
+	free(arglens);
 	free(num);
 	return rc;
 }

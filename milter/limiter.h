@@ -12,10 +12,16 @@
  * clock.  Every key written gets a TTL of window + bucket in the same call;
  * a give-back never creates a key and never goes below zero.
  *
+ * A check may instead be a lookup in a live list (a sorted set: member =
+ * list entry, score = expiry in Unix seconds, +inf for never): it is "over"
+ * when one of its members is in the set and not expired.  Expired members
+ * are deleted (ZREMRANGEBYSCORE) as the lookup passes.
+ *
  * One call (limiter_run) does, atomically, in this order:
  *   1. the checks, in the order given, stopping at the first one over its
- *      limit whose policy refuses ("r") or accepts ("a"); a check with "s"
- *      (dry run, discard, quarantine) is reported and passed over;
+ *      limit (or found in its list) whose policy refuses ("r") or accepts
+ *      ("a"); a check with "s" (dry run, discard, quarantine) is reported
+ *      and passed over;
  *   2. if a refusing check stopped it: the "if refused" give-backs, and no
  *      reservation; else, as reserve says, a reservation for every check
  *      before the stop that was not over;
@@ -44,6 +50,11 @@ struct limiter_check {
 	uint64_t window_ms;
 	uint64_t amount;
 	char on_over;              /* 'r' refuse (stop), 'a' accept (stop), 's' soft */
+	/* A lookup instead of a count when nmembers > 0: key is the sorted
+	 * set, limit, window_ms and amount are not used. */
+	const char *const *members;
+	const size_t *memberlens;
+	size_t nmembers;
 };
 
 struct limiter_back {
@@ -62,9 +73,11 @@ enum limiter_reserve {
 };
 
 struct limiter_result {
-	bool over;
-	uint64_t count;            /* units in the window before this check */
-	uint64_t retry_ms;         /* when over: until there is room (0: never) */
+	bool over;                 /* lookups: a member was found */
+	uint64_t count;            /* units in the window before this check;
+	                            * lookups: 1 + index of the member found */
+	uint64_t retry_ms;         /* when over: until there is room (0: never);
+	                            * lookups: the member's expiry (0: never) */
 	int64_t field;             /* when reserved: the bucket, else -1 */
 };
 

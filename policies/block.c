@@ -9,13 +9,23 @@
  * with a bad file keeps the old list.  The policy decides at the earliest
  * stage that has its data: the client at connect, the HELO name at HELO,
  * the sender and SASL user at MAIL, each recipient at RCPT.
+ *
+ * With redis = true the policy also consults a live list, the Redis sorted
+ * set <prefix>block:<policy> (member = an entry in the syntax above except
+ * regexes, score = its expiry in Unix seconds, +inf for never).  The static
+ * list is matched first, in memory; when it does not match, block_members
+ * names every member that would match the value, and the engine looks them
+ * up with the other Redis work of the stage (milter/limiter.h).
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
+#include "milter/addr.h"
 #include "policies/matcher.h"
 #include "policies/policy.h"
 
@@ -42,6 +52,7 @@ struct block_settings {
 	char *match;
 	struct policy_strlist entries;
 	char *file;
+	bool redis;
 	/* built by validate and load */
 	enum block_match bm;
 	struct matcher *m;
@@ -51,6 +62,7 @@ static const struct policy_field block_fields[] = {
 	{ "match", PF_STRING, offsetof(struct block_settings, match), 0, 0, true },
 	{ "entries", PF_STRLIST, offsetof(struct block_settings, entries), 0, 0, false },
 	{ "file", PF_STRING, offsetof(struct block_settings, file), 0, 0, false },
+	{ "redis", PF_BOOL, offsetof(struct block_settings, redis), 0, 0, false },
 	{ NULL, 0, 0, 0, 0, false },
 };
 
@@ -68,8 +80,8 @@ block_validate(void *settings, char *why, size_t whylen)
 		return -1;
 	}
 	s->bm = (enum block_match)i;
-	if (s->entries.n == 0 && s->file == NULL) {
-		snprintf(why, whylen, "a block policy needs entries, a file, or both");
+	if (s->entries.n == 0 && s->file == NULL && !s->redis) {
+		snprintf(why, whylen, "a block policy needs entries, a file or redis = true");
 		return -1;
 	}
 	if ((s->m = matcher_new(matches[i].kind)) == NULL) {
@@ -144,6 +156,182 @@ block_check(const void *settings, enum policy_stage stage,
 	return matcher_match(s->m, value);
 }
 
+static bool
+block_live(const void *settings)
+{
+	return ((const struct block_settings *)settings)->redis;
+}
+
+/* ---- live-list members */
+
+/*
+ * Appends prefix (may be "") and then value[0..len), lowercased and without
+ * one trailing dot, to out's buffer as one member.  Returns the copy of value
+ * inside it (len updated), or NULL when the buffer is full.
+ */
+static char *
+member_add(struct policy_members *out, size_t *used, const char *prefix,
+    const char *value, size_t *len)
+{
+	size_t plen = strlen(prefix);
+	char *dst = out->buf + *used;
+
+	if (*len > 1 && value[*len - 1] == '.')
+		(*len)--;
+	if (out->n == POLICY_MEMBERS_MAX || plen + *len > sizeof(out->buf) - *used)
+		return NULL;
+	memcpy(dst, prefix, plen);
+	for (size_t i = 0; i < *len; i++) {
+		char c = value[i];
+		dst[plen + i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+	}
+	*used += plen + *len;
+	out->v[out->n] = dst;
+	out->len[out->n++] = plen + *len;
+	return dst + plen;
+}
+
+/* A member that is already in the buffer (a part of an earlier one). */
+static void
+member_ref(struct policy_members *out, const char *p, size_t len)
+{
+	if (out->n < POLICY_MEMBERS_MAX) {
+		out->v[out->n] = p;
+		out->len[out->n++] = len;
+	}
+}
+
+/* ".example.com", ".com": the entries for d and for each domain above it. */
+static void
+member_suffixes(struct policy_members *out, size_t *used, const char *d, size_t len)
+{
+	char *copy = len > 0 ? member_add(out, used, ".", d, &len) : NULL;
+
+	for (size_t i = 1; copy != NULL && i + 1 < len; i++)
+		if (copy[i] == '.')
+			member_ref(out, copy + i, len - i);
+}
+
+/* The part after the last '@' of v[0..len), or NULL when there is none. */
+static const char *
+after_last_at(const char *v, size_t len)
+{
+	const char *at = NULL;
+
+	for (size_t i = 0; i < len; i++)
+		if (v[i] == '@')
+			at = v + i;
+	return at != NULL ? at + 1 : NULL;
+}
+
+/* 192.0.2.1, then 192.0.2.1/32, 192.0.2.0/31 ... 0.0.0.0/0 (IPv6 alike). */
+static void
+member_networks(struct policy_members *out, size_t *used, const char *value)
+{
+	struct addr_ip ip;
+	bool v4;
+	char text[INET6_ADDRSTRLEN + 8];
+	unsigned bits;
+	size_t len;
+
+	if (strncasecmp(value, "ipv6:", 5) == 0)
+		value += 5;
+	if (addr_parse_ip(value, &ip) != 0)
+		return;
+	v4 = memcmp(ip.b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0;
+	bits = v4 ? 32 : 128;
+	for (unsigned prefix = bits + 1; prefix-- > 0;) {
+		uint8_t b[16];
+		unsigned mapped = v4 ? prefix + 96 : prefix, full = mapped / 8, rest = mapped % 8;
+		int n;
+
+		memcpy(b, ip.b, full);
+		memset(b + full, 0, 16 - full);
+		if (rest != 0)
+			b[full] = ip.b[full] & (uint8_t)(0xff << (8 - rest));
+		if (inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? b + 12 : b, text,
+		    INET6_ADDRSTRLEN) == NULL)
+			return;
+		len = strlen(text);
+		if (prefix == bits)
+			member_add(out, used, "", text, &len);
+		n = (int)len;
+		snprintf(text + n, sizeof(text) - (size_t)n, "/%u", prefix);
+		len = strlen(text);
+		member_add(out, used, "", text, &len);
+	}
+}
+
+static size_t
+block_members(const void *settings, enum policy_stage stage,
+    const struct policy_msg *msg, struct policy_members *out)
+{
+	const struct block_settings *s = settings;
+	const char *value = "", *d;
+	char *m;
+	size_t used = 0, len;
+
+	(void)stage;
+	out->n = 0;
+	if (!s->redis)
+		return 0;
+	switch (s->bm) {
+	case BM_SENDER:
+	case BM_SENDER_DOMAIN: value = msg->sender; break;
+	case BM_CLIENT: value = msg->client_ip; break;
+	case BM_HELO: value = msg->helo; break;
+	case BM_RCPT:
+	case BM_RCPT_DOMAIN: value = msg->rcpt; break;
+	case BM_SASL_USER: value = msg->sasl_user; break;
+	case BM_COUNT: break;
+	}
+	if (strlen(value) > POLICY_MEMBER_VALUE_MAX)
+		return 0;
+	if (value[0] == '\0') {
+		if (s->bm == BM_SENDER)
+			member_ref(out, "<>", 2);
+		return out->n;
+	}
+	len = strlen(value);
+	switch (matches[s->bm].kind) {
+	case MATCHER_ADDRESS:
+		/* user@example.com, @example.com, .example.com, .com */
+		if ((m = member_add(out, &used, "", value, &len)) == NULL)
+			break;
+		if ((d = after_last_at(m, len)) != NULL && d < m + len) {
+			member_ref(out, d - 1, len - (size_t)(d - 1 - m));
+			member_suffixes(out, &used, d, len - (size_t)(d - m));
+		}
+		break;
+	case MATCHER_DOMAIN:
+		/* example.com, @example.com, .example.com, .com */
+		if ((d = after_last_at(value, len)) != NULL) {
+			len -= (size_t)(d - value);
+			value = d;
+		}
+		if (len == 0 || (m = member_add(out, &used, "@", value, &len)) == NULL)
+			break;
+		out->v[out->n - 1] = m;     /* the domain first, then "@" + domain */
+		out->len[out->n - 1] = len;
+		member_ref(out, m - 1, len + 1);
+		member_suffixes(out, &used, m, len);
+		break;
+	case MATCHER_NAME:
+		/* mx.example.com (or alice@example.com), .example.com, .com */
+		if ((m = member_add(out, &used, "", value, &len)) == NULL)
+			break;
+		if ((d = after_last_at(m, len)) != NULL)
+			member_suffixes(out, &used, d, len - (size_t)(d - m));
+		else
+			member_suffixes(out, &used, m, len);
+		break;
+	case MATCHER_CLIENT:
+		member_networks(out, &used, value);
+		break;
+	}
+	return out->n;
+}
+
 const struct policy_type policy_type_block = {
 	.name = "block",
 	.stages = POLICY_STAGE(POLICY_CONNECT) | POLICY_STAGE(POLICY_HELO) |
@@ -157,6 +345,8 @@ const struct policy_type policy_type_block = {
 	.load = block_load,
 	.watch_file = block_watch_file,
 	.check = block_check,
+	.live = block_live,
+	.members = block_members,
 	.default_reject = "550 5.7.1 Access denied by policy ${policy}",
 	.default_tempfail = "450 4.7.1 Access temporarily denied by policy ${policy}",
 };

@@ -85,6 +85,22 @@ struct policy_count {
 	uint64_t window_ms;
 };
 
+/*
+ * The members of a live list (a Redis sorted set) that would match the
+ * message, most specific first: the engine looks them all up in the stage's
+ * one script call.  v[i] points into buf and is not NUL-terminated.
+ */
+#define POLICY_MEMBERS_MAX 160      /* an IPv6 client: itself and 129 networks */
+#define POLICY_MEMBERS_BUF 8192
+#define POLICY_MEMBER_VALUE_MAX 1024  /* longer values are not looked up */
+
+struct policy_members {
+	size_t n;
+	const char *v[POLICY_MEMBERS_MAX];
+	size_t len[POLICY_MEMBERS_MAX];
+	char buf[POLICY_MEMBERS_BUF];
+};
+
 /* Kinds of setting a policy type may declare. */
 enum policy_field_kind {
 	PF_INT,        /* long long, within [min, max] */
@@ -139,6 +155,13 @@ struct policy_type {
 	 * sasl_user key).  NULL for the others. */
 	bool (*count)(const void *settings, enum policy_stage stage,
 	    const struct policy_msg *msg, struct policy_count *c);
+	/* Live lists: true when these settings also consult the Redis sorted
+	 * set <prefix>block:<policy>.  May be NULL (never). */
+	bool (*live)(const void *settings);
+	/* Live lists: the members to look up for this message at this stage
+	 * (fills out); 0 when there is nothing to look up. */
+	size_t (*members)(const void *settings, enum policy_stage stage,
+	    const struct policy_msg *msg, struct policy_members *out);
 	const char *default_reject;             /* reply when none is configured */
 	const char *default_tempfail;
 };

@@ -149,10 +149,10 @@ static const struct {
 	    false, 2, "match must be a string, not a number", 1, 0, NULL },
 	{ "no entries and no file", NULL,
 	    POL("match = \"sender\"; action = \"reject\";"),
-	    false, 2, "a block policy needs entries, a file, or both", 1, 0, NULL },
+	    false, 2, "a block policy needs entries, a file or redis = true", 1, 0, NULL },
 	{ "empty entries and no file", NULL,
 	    POL("match = \"sender\"; entries = [ ]; action = \"reject\";"),
-	    false, 2, "a block policy needs entries, a file, or both", 1, 0, NULL },
+	    false, 2, "a block policy needs entries, a file or redis = true", 1, 0, NULL },
 	{ "inline: an IP address in a sender list", NULL,
 	    POL("match = \"sender\"; entries = [ \"a@example.com\", \"192.0.2.1\" ]; "
 	    "action = \"reject\";"),

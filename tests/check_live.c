@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * check_live - live block and allow lists: the `redis = true` setting of
+ * the block policy type (policies/block.c) and its lookups in the sorted
+ * set <prefix>block:<policy>, made by the engine in the stage's one script
+ * call (milter/limiter.c), against a real, private Redis.
+ *
+ * Covered: the members looked up for every match kind (most specific
+ * first, lowercased, networks of every prefix length); permanent,
+ * temporary and expired entries and their removal; client networks in
+ * both families; the static list deciding without Redis and the live list
+ * following on_redis_error when Redis is unreachable; allow lists before
+ * block lists across the two kinds; dry run; one script call per stage for
+ * every live list and rate limit of the stage; hostile values.
+ *
+ * Redis is changed and read with redis-cli, never through the code under
+ * test.  Every case uses its own key prefix.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "milter/cfg.h"
+#include "milter/engine.h"
+#include "milter/session.h"
+#include "milter/stats.h"
+#include "tests/testlib.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *redis_sock;     /* the private Redis, set by main() */
+static char prefix[64];            /* this case's key prefix */
+
+static void
+new_prefix(const char *label)
+{
+	static unsigned n;
+
+	snprintf(prefix, sizeof(prefix), "live%ld.%u:", (long)getpid(), n++);
+	(void)label;
+}
+
+/* Config text: the Redis head (address addr, or the private Redis) and body. */
+static struct cfg *
+load(const char *label, const char *addr, const char *on_error, const char *body)
+{
+	char text[8192];
+
+	snprintf(text, sizeof(text), "redis = { address = \"%s%s\"; prefix = \"%s\"; "
+	    "timeout = \"200ms\"; };\non_redis_error = \"%s\";\n%s",
+	    addr != NULL ? "" : "unix:", addr != NULL ? addr : redis_sock, prefix,
+	    on_error, body);
+	return tl_load_config(label, text);
+}
+
+/* ---- the members each match kind looks up */
+
+static const struct {
+	const char *label, *match, *value;
+	const char *first;        /* the first members, joined with '|' */
+	size_t n;                 /* how many there are */
+	const char *also;         /* one more member that must be among them */
+} member_cases[] = {
+	{ "sender", "sender", "Alice@Mail.Example.COM.",
+	  "alice@mail.example.com|@mail.example.com|.mail.example.com|.example.com|.com",
+	  5, NULL },
+	{ "null sender", "sender", "", "<>", 1, NULL },
+	{ "null sender, rcpt", "rcpt", "", "", 0, NULL },
+	{ "rcpt", "rcpt", "bob@b.C", "bob@b.c|@b.c|.b.c|.c", 4, NULL },
+	{ "quoted local part", "rcpt", "\"john doe\"@example.com",
+	  "\"john doe\"@example.com|@example.com|.example.com|.com", 4, NULL },
+	{ "no domain", "sender", "postmaster", "postmaster", 1, NULL },
+	{ "empty domain", "sender", "user@", "user@", 1, NULL },
+	{ "sender_domain", "sender_domain", "bob@Example.org",
+	  "example.org|@example.org|.example.org|.org", 4, NULL },
+	{ "rcpt_domain", "rcpt_domain", "x@a.b.c", "a.b.c|@a.b.c|.a.b.c|.b.c|.c", 5, NULL },
+	{ "sender_domain, null sender", "sender_domain", "", "", 0, NULL },
+	{ "helo", "helo", "MX.Example.com",
+	  "mx.example.com|.mx.example.com|.example.com|.com", 4, NULL },
+	{ "sasl_user with domain", "sasl_user", "Alice@Example.com",
+	  "alice@example.com|.example.com|.com", 3, NULL },
+	{ "sasl_user", "sasl_user", "alice", "alice|.alice", 2, NULL },
+	{ "client IPv4", "client", "192.0.2.77",
+	  "192.0.2.77|192.0.2.77/32|192.0.2.76/31|192.0.2.76/30|192.0.2.72/29",
+	  34, "192.0.2.0/24" },
+	{ "client IPv4, last", "client", "192.0.2.77", NULL, 34, "0.0.0.0/0" },
+	{ "client IPv4-mapped", "client", "::ffff:192.0.2.77",
+	  "192.0.2.77|192.0.2.77/32", 34, "192.0.0.0/16" },
+	{ "client IPv6", "client", "IPv6:2001:DB8::1",
+	  "2001:db8::1|2001:db8::1/128|2001:db8::/127", 130, "2001:db8::/32" },
+	{ "client IPv6, last", "client", "2001:db8::1", NULL, 130, "::/0" },
+	{ "client not an address", "client", "unknown", "", 0, NULL },
+};
+
+START_TEST(members)
+{
+	const char *label = member_cases[_i].label;
+	char body[512], joined[4096] = "";
+	struct policy_msg m = { "", "", "", "", "", 0, false, 0, 0 };
+	struct policy_members *out = malloc(sizeof(*out));
+	const struct cfg_policy *p;
+	struct cfg *c;
+	size_t n, k;
+
+	ck_assert(out != NULL);
+	new_prefix(label);
+	snprintf(body, sizeof(body), "policies = ( { name = \"l\"; type = \"block\"; "
+	    "match = \"%s\"; redis = true; action = \"reject\"; } );\n",
+	    member_cases[_i].match);
+	c = load(label, NULL, "accept", body);
+	p = &c->policies[0];
+	ck_assert_msg(p->live && c->nlive == 1, "%s: the policy is not live", label);
+	m.sender = m.rcpt = m.client_ip = m.helo = m.sasl_user = member_cases[_i].value;
+	n = p->type->members(p->settings, POLICY_RCPT, &m, out);
+	ck_assert_msg(n == out->n && n == member_cases[_i].n, "%s: %zu members, want %zu",
+	    label, n, member_cases[_i].n);
+	for (k = 0; member_cases[_i].first != NULL && k < n; k++) {
+		size_t used = strlen(joined);
+		snprintf(joined + used, sizeof(joined) - used, "%s%.*s", k ? "|" : "",
+		    (int)out->len[k], out->v[k]);
+		if (strlen(joined) >= strlen(member_cases[_i].first))
+			break;
+	}
+	if (member_cases[_i].first != NULL)
+		ck_assert_msg(strcmp(joined, member_cases[_i].first) == 0,
+		    "%s: members start \"%s\", want \"%s\"", label, joined,
+		    member_cases[_i].first);
+	if (member_cases[_i].also != NULL) {
+		const char *also = member_cases[_i].also;
+		for (k = 0; k < n; k++)
+			if (out->len[k] == strlen(also) && memcmp(out->v[k], also, out->len[k]) == 0)
+				break;
+		ck_assert_msg(k < n, "%s: \"%s\" is not looked up", label, also);
+		if (strcmp(also, "0.0.0.0/0") == 0 || strcmp(also, "::/0") == 0)
+			ck_assert_msg(k == n - 1, "%s: %s is not the last member", label, also);
+	}
+	free(out);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+START_TEST(members_of_huge_value)
+{
+	char *big = malloc(2000), body[512];
+	struct policy_msg m = { "", "", "", "", "", 0, false, 0, 0 };
+	struct policy_members *out = malloc(sizeof(*out));
+	struct cfg *c;
+
+	ck_assert(big != NULL && out != NULL);
+	memset(big, 'a', 1999);
+	big[1999] = '\0';
+	big[1500] = '@';
+	new_prefix("huge");
+	snprintf(body, sizeof(body), "policies = ( { name = \"l\"; type = \"block\"; "
+	    "match = \"sender\"; redis = true; action = \"reject\"; } );\n");
+	c = load("huge", NULL, "accept", body);
+	m.sender = big;
+	ck_assert_msg(c->policies[0].type->members(c->policies[0].settings, POLICY_MAIL,
+	    &m, out) == 0, "a 1999-octet sender is looked up");
+	big[1000] = '\0';          /* 1000 octets: looked up, within the buffer */
+	big[900] = '@';
+	ck_assert_msg(c->policies[0].type->members(c->policies[0].settings, POLICY_MAIL,
+	    &m, out) == 3, "a 1000-octet sender: %zu members", out->n);
+	free(big);
+	free(out);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* ---- through the engine, against Redis */
+
+static long long
+now_s(void)
+{
+	return (long long)time(NULL);
+}
+
+/* ZADD <prefix>block:<policy> score member */
+static void
+zadd(const char *policy, const char *score, const char *member)
+{
+	const char *r = tl_redis_command("ZADD '%sblock:%s' %s '%s'", prefix, policy,
+	    score, member);
+	ck_assert_msg(strcmp(r, "1") == 0 || strcmp(r, "0") == 0, "ZADD %s %s: %s",
+	    policy, member, r);
+}
+
+static long
+zcard(const char *policy)
+{
+	return atol(tl_redis_command("ZCARD '%sblock:%s'", prefix, policy));
+}
+
+/* A fresh session's verdict for one message: connect, MAIL, one RCPT. */
+struct msg {
+	const char *client, *sender, *rcpt;
+};
+
+static enum policy_action
+verdict(const char *label, struct cfg *c, const struct msg *msg, const char **by)
+{
+	struct session *s = session_new(c);
+	struct engine_verdict v;
+	enum policy_action got = POLICY_NONE;
+	enum policy_stage stages[] = { POLICY_CONNECT, POLICY_MAIL, POLICY_RCPT };
+
+	ck_assert_msg(s != NULL, "%s: session_new", label);
+	tl_set_client(label, s, msg->client != NULL ? msg->client : "198.51.100.7");
+	*by = NULL;
+	for (size_t i = 0; i < NELEM(stages) && got == POLICY_NONE; i++) {
+		if (stages[i] == POLICY_MAIL)
+			session_msg_start(s, msg->sender != NULL ? msg->sender : "a@example.org",
+			    NULL, NULL);
+		if (stages[i] == POLICY_RCPT)
+			session_set_rcpt(s, msg->rcpt != NULL ? msg->rcpt : "r@example.net");
+		memset(&v, 0, sizeof(v));
+		got = engine_run(s, stages[i], &v);
+		if (got != POLICY_NONE && v.policy != NULL)
+			*by = v.policy->name;
+	}
+	engine_release(s);
+	session_free(s);
+	return got;
+}
+
+static void
+expect(const char *label, struct cfg *c, const struct msg *msg, enum policy_action want,
+    const char *want_by)
+{
+	const char *by;
+	enum policy_action got = verdict(label, c, msg, &by);
+
+	ck_assert_msg(got == want, "%s: %s/%s/%s: %s, want %s", label,
+	    msg->client ? msg->client : "-", msg->sender ? msg->sender : "-",
+	    msg->rcpt ? msg->rcpt : "-", policy_action_name(got), policy_action_name(want));
+	if (want_by != NULL)
+		ck_assert_msg(by != NULL && strcmp(by, want_by) == 0, "%s: decided by %s, "
+		    "want %s", label, by ? by : "(none)", want_by);
+}
+
+#define SENDER_BLOCK(name, extra) \
+	"{ name = \"" name "\"; type = \"block\"; match = \"sender\"; redis = true; " \
+	"action = \"reject\"; " extra " }"
+
+START_TEST(permanent_entry_and_removal)
+{
+	struct cfg *c;
+	struct msg spam = { NULL, "x@Spam.Example", NULL };
+	struct msg near = { NULL, "x@notspam.example", NULL };
+	struct msg sub = { NULL, "y@mx.spam.example", NULL };
+
+	new_prefix("permanent");
+	c = load("permanent", NULL, "accept", "policies = ( " SENDER_BLOCK("bad", "") " );\n");
+	expect("empty set", c, &spam, POLICY_NONE, NULL);
+	zadd("bad", "+inf", "@spam.example");
+	expect("added", c, &spam, POLICY_REJECT, "bad");
+	expect("near miss", c, &near, POLICY_NONE, NULL);
+	expect("subdomain of @", c, &sub, POLICY_NONE, NULL);
+	zadd("bad", "+inf", ".spam.example");
+	expect("subdomain of .", c, &sub, POLICY_REJECT, "bad");
+	expect("near miss of .", c, &near, POLICY_NONE, NULL);
+	tl_redis_command("ZREM '%sblock:bad' @spam.example .spam.example", prefix);
+	expect("removed", c, &spam, POLICY_NONE, NULL);
+	expect("removed .", c, &sub, POLICY_NONE, NULL);
+	tl_assert_count("permanent", "bad", STATS_REJECTED, 2);
+	tl_assert_count("permanent", "bad", STATS_REDIS_ERRORS, 0);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+START_TEST(expiry)
+{
+	struct cfg *c;
+	struct msg m = { NULL, "temp@example.com", NULL };
+	char score[32];
+
+	new_prefix("expiry");
+	c = load("expiry", NULL, "accept", "policies = ( " SENDER_BLOCK("t", "") " );\n");
+	snprintf(score, sizeof(score), "%lld", now_s() - 5);
+	zadd("t", score, "temp@example.com");
+	expect("expired 5 s ago", c, &m, POLICY_NONE, NULL);
+	ck_assert_msg(zcard("t") == 0, "the expired entry was not pruned: ZCARD %ld",
+	    zcard("t"));
+	/* Until two seconds from now: applies, then stops applying. */
+	snprintf(score, sizeof(score), "%lld", now_s() + 2);
+	zadd("t", score, "temp@example.com");
+	zadd("t", "+inf", "other@example.com");
+	expect("before its expiry", c, &m, POLICY_REJECT, "t");
+	sleep(3);
+	expect("after its expiry", c, &m, POLICY_NONE, NULL);
+	ck_assert_msg(zcard("t") == 1, "ZCARD %ld after expiry, want 1 (the permanent "
+	    "entry)", zcard("t"));
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+START_TEST(client_networks)
+{
+	struct cfg *c;
+	static const struct {
+		const char *client;
+		enum policy_action want;
+	} cases[] = {
+		{ "192.0.2.200", POLICY_REJECT }, { "192.0.2.0", POLICY_REJECT },
+		{ "192.0.3.0", POLICY_NONE }, { "192.0.1.255", POLICY_NONE },
+		{ "::ffff:192.0.2.9", POLICY_REJECT }, { "198.51.100.9", POLICY_REJECT },
+		{ "198.51.100.10", POLICY_NONE },
+		{ "2001:db8:1::5", POLICY_REJECT }, { "2001:DB8::", POLICY_REJECT },
+		{ "2001:db9::1", POLICY_NONE }, { "2001:db7:ffff::1", POLICY_NONE },
+	};
+
+	new_prefix("client");
+	c = load("client", NULL, "accept", "policies = ( { name = \"nets\"; "
+	    "type = \"block\"; match = \"client\"; redis = true; action = \"reject\"; } );\n");
+	zadd("nets", "+inf", "192.0.2.0/24");
+	zadd("nets", "+inf", "198.51.100.9");
+	zadd("nets", "+inf", "2001:db8::/32");
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		struct msg m = { cases[i].client, NULL, NULL };
+		expect(cases[i].client, c, &m, cases[i].want, NULL);
+	}
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* Redis unreachable: the static list decides; the live one follows
+ * on_redis_error (accept: no verdict; tempfail: the Redis-error reply). */
+START_TEST(redis_down)
+{
+	static const char *const modes[] = { "accept", "tempfail" };
+	struct msg listed = { NULL, "static@example.com", NULL };
+	struct msg other = { NULL, "live@example.com", NULL };
+
+	for (size_t i = 0; i < NELEM(modes); i++) {
+		struct cfg *c;
+		new_prefix(modes[i]);
+		c = load(modes[i], "unix:/nonexistent/redis.sock", modes[i], "policies = ( "
+		    SENDER_BLOCK("mixed", "entries = [ \"static@example.com\" ];") " );\n");
+		expect(modes[i], c, &listed, POLICY_REJECT, "mixed");
+		expect(modes[i], c, &other, i == 0 ? POLICY_NONE : POLICY_TEMPFAIL,
+		    i == 0 ? NULL : "mixed");
+		tl_assert_count(modes[i], "mixed", STATS_REDIS_ERRORS, 1);
+		cfg_unref(c);
+		stats_reset();
+	}
+}
+END_TEST
+
+/* Allow lists before block lists, static and live in either role. */
+START_TEST(allow_before_block)
+{
+	struct cfg *c;
+	struct msg trusted = { "192.0.2.10", "blocked@example.com", NULL };
+	struct msg stranger = { "192.0.2.11", "blocked@example.com", NULL };
+	struct msg friend = { "192.0.2.11", "friend@example.com", "r@example.net" };
+
+	new_prefix("allow");
+	c = load("allow", NULL, "accept", "policies = (\n"
+	    "{ name = \"relays\"; type = \"block\"; match = \"client\"; redis = true; "
+	    "action = \"accept\"; },\n"
+	    "{ name = \"friends\"; type = \"block\"; match = \"sender\"; redis = true; "
+	    "action = \"accept\"; },\n"
+	    "{ name = \"blocked\"; type = \"block\"; match = \"sender\"; "
+	    "entries = [ \"blocked@example.com\" ]; action = \"reject\"; },\n"
+	    "{ name = \"no-rcpt\"; type = \"block\"; match = \"rcpt_domain\"; redis = true; "
+	    "action = \"reject\"; }\n);\n");
+	expect("no live entries", c, &trusted, POLICY_REJECT, "blocked");
+	zadd("relays", "+inf", "192.0.2.10");
+	expect("trusted client", c, &trusted, POLICY_ACCEPT, "relays");
+	expect("other client", c, &stranger, POLICY_REJECT, "blocked");
+	zadd("no-rcpt", "+inf", "example.net");
+	expect("rcpt domain blocked", c, &friend, POLICY_REJECT, "no-rcpt");
+	zadd("friends", "+inf", "@example.com");
+	/* The live allow list at MAIL comes before the static block list and
+	 * ends the message's evaluation: no RCPT policy runs. */
+	expect("friend's domain", c, &friend, POLICY_ACCEPT, "friends");
+	expect("friend's domain, statically blocked", c, &stranger, POLICY_ACCEPT, "friends");
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+START_TEST(dry_run)
+{
+	struct cfg *c;
+	struct msg m = { NULL, "x@example.com", NULL };
+
+	new_prefix("dry");
+	c = load("dry", NULL, "accept", "policies = ( "
+	    SENDER_BLOCK("d", "dry_run = true;") " );\n");
+	zadd("d", "+inf", "x@example.com");
+	expect("dry run", c, &m, POLICY_NONE, NULL);
+	tl_assert_count("dry", "d", STATS_DRY_RUN, 1);
+	tl_assert_count("dry", "d", STATS_REJECTED, 0);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* calls of EVAL + EVALSHA so far, from INFO commandstats */
+static long
+script_calls(void)
+{
+	char cmd[600], line[512];
+	long total = 0;
+	FILE *fp;
+
+	snprintf(cmd, sizeof(cmd), "redis-cli -s %s INFO commandstats", redis_sock);
+	fp = popen(cmd, "r");
+	ck_assert(fp != NULL);
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		const char *calls = strstr(line, "calls=");
+		if (calls != NULL && (strncmp(line, "cmdstat_evalsha:", 16) == 0 ||
+		    strncmp(line, "cmdstat_eval:", 13) == 0))
+			total += atol(calls + 6);
+	}
+	pclose(fp);
+	return total;
+}
+
+/* Two live lists and a rate limit at RCPT, one live list at MAIL: one
+ * script call per stage, and the lists still decide in file order. */
+START_TEST(one_call_per_stage)
+{
+	struct cfg *c;
+	struct msg m = { NULL, "s@example.org", "r@example.net" };
+	struct msg hit = { NULL, "s@example.org", "r@blocked.example" };
+	long before, after;
+
+	new_prefix("calls");
+	c = load("calls", NULL, "accept", "policies = (\n"
+	    SENDER_BLOCK("senders", "") ",\n"
+	    "{ name = \"rcpts\"; type = \"block\"; match = \"rcpt\"; redis = true; "
+	    "action = \"reject\"; },\n"
+	    "{ name = \"per-sender\"; type = \"ratelimit\"; key = \"sender\"; "
+	    "count = \"messages\"; limit = 100; window = \"1h\"; action = \"tempfail\"; },\n"
+	    "{ name = \"domains\"; type = \"block\"; match = \"rcpt_domain\"; redis = true; "
+	    "action = \"reject\"; }\n);\n");
+	expect("warm-up", c, &m, POLICY_NONE, NULL);    /* loads the script */
+	before = script_calls();
+	expect("passes", c, &m, POLICY_NONE, NULL);
+	after = script_calls();
+	ck_assert_msg(after - before == 3, "%ld script calls for connect, MAIL and RCPT "
+	    "(+ the give-back at release), want 3", after - before);
+	zadd("domains", "+inf", "blocked.example");
+	expect("rcpt domain", c, &hit, POLICY_REJECT, "domains");
+	/* The refused RCPT left nothing counted. */
+	ck_assert_msg(strcmp(tl_redis_command("EXISTS '%srl:per-sender:s@example.org'",
+	    prefix), "0") == 0, "the refused message is counted");
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* Values from the network go to Redis as arguments, byte for byte. */
+START_TEST(hostile_values)
+{
+	struct cfg *c;
+	static const char *const senders[] = {
+		"a%s%n@example.com", "a\r\nQUIT\r\n@example.com", "'; FLUSHALL; '@x.example",
+		"@@@", "a@[192.0.2.1]", "\"quoted\\\"\"@example.com", "a@.",
+	};
+
+	new_prefix("hostile");
+	c = load("hostile", NULL, "accept", "policies = ( " SENDER_BLOCK("h", "") " );\n");
+	zadd("h", "+inf", "@x.example");
+	tl_redis_command("SET '%ssentinel' 1", prefix);
+	for (size_t i = 0; i < NELEM(senders); i++) {
+		struct msg m = { NULL, senders[i], NULL };
+		expect(senders[i], c, &m, i == 2 ? POLICY_REJECT : POLICY_NONE, NULL);
+	}
+	ck_assert_msg(strcmp(tl_redis_command("GET '%ssentinel'", prefix), "1") == 0,
+	    "a key vanished");
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+static Suite *
+live_suite(void)
+{
+	Suite *s = suite_create("live");
+	TCase *tc = tcase_create("live");
+
+	tcase_add_checked_fixture(tc, NULL, tl_teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_loop_test(tc, members, 0, NELEM(member_cases));
+	tcase_add_test(tc, members_of_huge_value);
+	tcase_add_test(tc, permanent_entry_and_removal);
+	tcase_add_test(tc, expiry);
+	tcase_add_test(tc, client_networks);
+	tcase_add_test(tc, redis_down);
+	tcase_add_test(tc, allow_before_block);
+	tcase_add_test(tc, dry_run);
+	tcase_add_test(tc, one_call_per_stage);
+	tcase_add_test(tc, hostile_values);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	redis_sock = tl_redis_start();
+	return tl_run(live_suite());
+}
