@@ -917,6 +917,25 @@ START_TEST(missing_file)
 }
 END_TEST
 
+/* The example shipped in etc/ (what quickstart and make install use) loads
+ * without an error or a warning, with every policy it describes. */
+START_TEST(example_config)
+{
+	const char *top = getenv("top_srcdir");
+	char path[4096];
+	struct cfg *c;
+
+	snprintf(path, sizeof(path), "%s/etc/policy-milter.conf", top ? top : "..");
+	memset(&rep, 0, sizeof(rep));
+	c = cfg_load(path, NULL, tl_collect, &rep);
+	ck_assert_msg(c != NULL && rep.nerr == 0 && rep.nwarn == 0, "%s:%s", path,
+	    all_reports());
+	ck_assert_msg(c->npolicies == 5 && c->nlive == 1, "%s: %zu policies, %zu live",
+	    path, c->npolicies, c->nlive);
+	cfg_unref(c);
+}
+END_TEST
+
 /* Paths may be up to PATH_MAX: the message after a long one is not lost. */
 START_TEST(long_path)
 {
@@ -1227,6 +1246,7 @@ config_suite(void)
 
 	tc = tcase_create("values");
 	tcase_add_test(tc, good_config);
+	tcase_add_test(tc, example_config);
 	tcase_add_test(tc, defaults);
 	tcase_add_loop_test(tc, default_reply, 0, (int)NELEMS(default_replies));
 	tcase_add_loop_test(tc, stages_decide, 0, (int)NELEMS(stages));

@@ -1,9 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-2-Clause
 #
-# block.sh - the block policy type (static lists) behind a real Postfix
-# (issue 4, acceptance items 1, 2 and 5; the live Redis lists of items 3 and
-# 4 are not covered here).
+# block.sh - the block policy type (static and live lists) behind a real
+# Postfix (issue 4, acceptance items 1 to 5).
 #
 # Every check compares the exact SMTP replies a client sees, at the stage
 # where the refusal must come and at the stages before it:
@@ -17,6 +16,12 @@
 #      configuration
 #   2. an allow list (action accept) before a block list: a trusted client
 #      passes although its sender is blocked
+#   3. live lists in Redis (redis = true): entries added, removed and
+#      expiring while one SMTP session goes on take effect at the next
+#      transaction; client networks at the next connection
+#   4. Redis down: static entries still refuse, live lists follow
+#      on_redis_error (accept: pass; tempfail: 451 4.3.0), and decide again
+#      once Redis is back
 #   5. a list file with one bad line: -n and start-up refuse it with
 #      file:line; a running milter whose file goes bad (new mtime, and
 #      SIGUSR1) logs file:line and keeps blocking with the old list; the
@@ -540,6 +545,164 @@ if assert_milter_start "milter starts (allow list that does not hold 127.0.0.1)"
 	assert_stats "stats: blocked-senders checked 2, rejected 1" pmallow:stats:blocked-senders \
 		rejected=1 checked=2 accepted=0
 	assert_milter_stop "SIGTERM: exit status 0 (allow run)"
+fi
+
+# ---------------------------------------------------------------- 3: live lists
+# Live entries in the sorted sets pmlive:block:<policy>, changed with
+# redis-cli while one SMTP session goes on: each MAIL FROM (and each new
+# connection, for the client list) sees the set as it is at that moment.
+CONF=$PM_TMP/live.conf
+live_conf() {  # live_conf : live lists of every stage, one with a static entry too
+	milter_config_head pmlive:
+	cat <<EOF
+policies = (
+  { name = "live-clients"; type = "block"; match = "client"; redis = true;
+    action = "reject"; },
+  { name = "live-senders"; type = "block"; match = "sender"; redis = true;
+    entries = [ "static@live.example" ];
+    action = "reject"; reply = "550 5.7.1 Sender \${sender} is blocked"; },
+  { name = "live-rcpts"; type = "block"; match = "rcpt_domain"; redis = true;
+    on_redis_error = "tempfail";
+    action = "reject"; reply = "550 5.7.1 Recipient \${rcpt} is blocked"; }
+);
+EOF
+}
+live_conf >"$CONF"
+LIVE_NO='550 5.7.1 Sender spam@live.example is blocked'
+STATIC_NO='550 5.7.1 Sender static@live.example is blocked'
+LIVE_SET=pmlive:block:live-senders
+
+# One SMTP session, one transaction after another; between two of them the
+# session runs a shell command (redis-cli) or sleeps.  Script lines:
+#   mail ADDR    MAIL FROM, then RCPT, DATA and the message if it is accepted,
+#                else RSET
+#   sh COMMAND   run COMMAND
+#   sleep SECS
+# Prints one line per transaction: the reply to MAIL FROM, and " / " and the
+# reply to the end of data when there was one.
+live_session() {  # live_session < SCRIPT
+	python3 -c '
+import socket, subprocess, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+f = s.makefile("rb")
+def reply():
+    while True:
+        ln = f.readline().decode("latin-1").rstrip("\r\n")
+        if len(ln) < 4 or ln[3] != "-":
+            return ln
+def cmd(line):
+    s.sendall(line.encode() + b"\r\n")
+    return reply()
+reply()
+cmd("EHLO client.test.example")
+for line in sys.stdin:
+    verb, _, arg = line.strip().partition(" ")
+    if verb == "sh":
+        subprocess.run(arg, shell=True, check=True, stdout=subprocess.DEVNULL)
+    elif verb == "sleep":
+        time.sleep(float(arg))
+    elif verb == "mail":
+        m = cmd("MAIL FROM:<%s>" % arg)
+        if not m.startswith("250"):
+            print(m)
+            cmd("RSET")
+            continue
+        r = cmd("RCPT TO:<r@example.net>")
+        if not r.startswith("250"):
+            print(m + " / " + r)
+            cmd("RSET")
+            continue
+        cmd("DATA")
+        s.sendall(b"Subject: live\r\n\r\nlive list test\r\n.\r\n")
+        print(m + " / " + reply())
+cmd("QUIT")
+' "$SMTP_PORT"
+}
+
+if assert_milter_start "milter starts (live lists)" "$CONF"; then
+	T=$(live_session <<EOF
+mail spam@live.example
+sh redis-cli -s $PM_REDIS_SOCK ZADD $LIVE_SET +inf spam@live.example
+mail spam@live.example
+mail other@live.example
+mail static@live.example
+sh redis-cli -s $PM_REDIS_SOCK ZREM $LIVE_SET spam@live.example
+mail spam@live.example
+sh redis-cli -s $PM_REDIS_SOCK ZADD $LIVE_SET \$((\$(date +%s) + 2)) @live.example
+mail spam@live.example
+mail other@live.example
+mail x@sub.live.example
+sleep 3
+mail other@live.example
+sh redis-cli -s $PM_REDIS_SOCK ZADD $LIVE_SET +inf .live.example
+mail x@sub.live.example
+mail x@notlive.example
+EOF
+)
+	mapfile -t R <<<"$T"
+	assert_match "before the entry: accepted" "^$MAIL_OK / ${QUEUED#^}" "${R[0]:-}" "$T"
+	assert_eq "permanent entry added mid-session: the next MAIL is refused" \
+		"$LIVE_NO" "${R[1]:-}" "$T"
+	assert_match "permanent entry: another sender passes" "^$MAIL_OK / ${QUEUED#^}" "${R[2]:-}" "$T"
+	assert_eq "the static entry of the same policy decides" "$STATIC_NO" "${R[3]:-}" "$T"
+	assert_match "entry removed: the next MAIL passes at once" "^$MAIL_OK / ${QUEUED#^}" \
+		"${R[4]:-}" "$T"
+	assert_eq "temporary @domain entry: refused before its expiry" "$LIVE_NO" "${R[5]:-}" "$T"
+	assert_eq "temporary @domain entry: the domain's other senders too" \
+		'550 5.7.1 Sender other@live.example is blocked' "${R[6]:-}" "$T"
+	assert_match "temporary @domain entry: a subdomain passes" "^$MAIL_OK / ${QUEUED#^}" \
+		"${R[7]:-}" "$T"
+	assert_match "temporary entry: after its expiry the sender passes" \
+		"^$MAIL_OK / ${QUEUED#^}" "${R[8]:-}" "$T"
+	assert_eq ".domain entry: a subdomain is refused" \
+		'550 5.7.1 Sender x@sub.live.example is blocked' "${R[9]:-}" "$T"
+	assert_match ".domain entry: a near miss passes" "^$MAIL_OK / ${QUEUED#^}" "${R[10]:-}" "$T"
+	assert_eq "the expired entry was pruned from the set" 1 "$(redis_cli ZCARD "$LIVE_SET")"
+	assert_grep "a live hit is logged with the entry that matched" \
+		'policy=live-senders stage=mail action=reject .*key="live:spam@live.example"' \
+		"$MILTER_LOG"
+
+	# Recipient domains, at RCPT.
+	redis_cli ZADD pmlive:block:live-rcpts +inf blocked.example >/dev/null
+	T=$(swaks_session client.test.example - a@example.org u@Blocked.Example --quit-after RCPT)
+	assert_reply "live rcpt_domain: refused at RCPT" "$T" RCPT 1 \
+		'550 5.7.1 Recipient u@Blocked.Example is blocked'
+	T=$(swaks_session client.test.example - a@example.org u@example.net --quit-after RCPT)
+	assert_reply "live rcpt_domain: another domain passes" "$T" RCPT 1 "$RCPT_OK"
+
+	# The client list, at connect: over loopback the client is 127.0.0.1.
+	redis_cli ZADD pmlive:block:live-clients +inf 127.0.0.0/8 >/dev/null
+	T=$(swaks_session client.test.example - a@example.org r@example.net --quit-after RCPT)
+	assert_match "live client network: the connection is refused" \
+		'^554 .* not accepting connections' "$(smtp_reply "$T" CONNECT)" "$T"
+	redis_cli ZREM pmlive:block:live-clients 127.0.0.0/8 >/dev/null
+	T=$(swaks_session client.test.example - a@example.org r@example.net --quit-after RCPT)
+	assert_reply_match "live client network removed: the next connection is served" \
+		"$T" CONNECT 1 '^220 '
+
+	# ------------------------------------------------------------ 4: Redis down
+	redis_stop
+	T=$(swaks_session client.test.example - static@live.example r@example.net --quit-after MAIL)
+	assert_reply "Redis down: the static entry still refuses" "$T" MAIL 1 "$STATIC_NO"
+	T=$(swaks_session client.test.example - spam@live.example u@example.net --quit-after RCPT)
+	assert_eq "Redis down: live sender list (on_redis_error accept) lets MAIL pass" \
+		"$MAIL_OK" "$(smtp_reply "$T" MAIL)" "$T"
+	assert_reply "Redis down: live rcpt list (on_redis_error tempfail) tempfails RCPT" \
+		"$T" RCPT 1 '451 4.3.0 Temporary policy failure; try again later'
+	assert_true "Redis down: the milter is still running" milter_alive
+	redis_start || pm_bail "cannot restart Redis"
+	redis_cli ZADD "$LIVE_SET" +inf spam@live.example >/dev/null
+	t0=$(now_ms)
+	got=
+	while [ $(( $(now_ms) - t0 )) -lt 5000 ]; do
+		got=$(smtp_reply "$(swaks_session client.test.example - spam@live.example r@example.net --quit-after MAIL)" MAIL)
+		[ "$got" = "$LIVE_NO" ] && break
+		sleep 0.2
+	done
+	assert_eq "Redis back: live entries decide again (after $(( $(now_ms) - t0 )) ms)" \
+		"$LIVE_NO" "$got"
+	assert_milter_stop "SIGTERM: exit status 0 (live run)"
 fi
 
 # ---------------------------------------------------------------- 5: reload
