@@ -483,7 +483,13 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 		stats_add(p->stats, STATS_CHECKED, 1);
 		if (!it->counting) {
 			const char *key = NULL;
-			if (it->lookup && redis_failed) {
+			if (it->lookup && (redis_failed || res[it->check].failed)) {
+				if (!redis_failed) {
+					char why[POLICY_KEY_MAX + 200];
+					snprintf(why, sizeof(why), "%.*s is not a sorted set "
+					    "(see README: live lists)", (int)it->keylen, it->key);
+					redis_trouble(p->name, why);
+				}
 				/* The static list said no; the live one cannot answer. */
 				stats_add(p->stats, STATS_REDIS_ERRORS, 1);
 				if (on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&

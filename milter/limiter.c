@@ -21,7 +21,8 @@
  *   'c', limit, window ms, bucket ms, amount, on-over      (a count)
  *   'l', on-over, m, member 1 .. member m                   (a lookup)
  * and per give-back: field, amount.
- * Returns { refused, stop, then per check: over, count, retry ms, field }.
+ * Returns { refused, stop, then per check: over, count, retry ms, field };
+ * over is -1 for a lookup whose key is not a sorted set.
  *
  * Numbers are Lua doubles: exact for integers below 2^53, far above any
  * millisecond timestamp or byte count here; "%.0f" writes them back as
@@ -63,16 +64,28 @@ const char limiter_script[] =
 "  end\n"
 "  return 0\n"
 "end\n"
-/* The first member of ARGV[a + 1 .. a + m] in the live list, with its
- * expiry (0: never); members whose time has come are deleted first. */
+/*
+ * The first member of ARGV[a + 1 .. a + m] in the live list, with its
+ * expiry (0: never); -1 when the key is not a sorted set.  A member whose
+ * time has come counts as absent and is deleted, and so are at most 16
+ * other expired members: the set does not grow without bound, and a call
+ * never has a large deletion to make.
+ */
 "local function lookup(key, a, m)\n"
-"  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.3f', now / 1000))\n"
+"  local ty = redis.call('TYPE', key)['ok']\n"
+"  if ty ~= 'zset' then return (ty == 'none') and 0 or -1, 0 end\n"
+"  local nows = now / 1000\n"
+"  local old = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)\n"
+"  if #old > 0 then redis.call('ZREM', key, unpack(old)) end\n"
 "  for j = 1, m do\n"
 "    local score = redis.call('ZSCORE', key, ARGV[a + j])\n"
 "    if score then\n"
 "      local e = tonumber(score)\n"
-"      if e == nil or e == math.huge then e = 0 end\n"
-"      return j, math.floor(e)\n"
+"      if e == nil or e > nows then\n"
+"        if e == nil or e >= 9e15 then e = 0 end\n"
+"        return j, math.floor(e)\n"
+"      end\n"
+"      redis.call('ZREM', key, ARGV[a + j])\n"
 "    end\n"
 "  end\n"
 "  return 0, 0\n"
@@ -95,6 +108,7 @@ const char limiter_script[] =
 "    on_over = ARGV[a + 1]\n"
 "    counts[i], retries[i] = lookup(KEYS[i], a + 2, m)\n"
 "    over[i] = counts[i] > 0\n"
+"    if counts[i] < 0 then over[i], counts[i] = -1, 0 end\n"
 "    a = a + 3 + m\n"
 "  else\n"
 "    local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
@@ -108,7 +122,7 @@ const char limiter_script[] =
 "    end\n"
 "    a = a + 6\n"
 "  end\n"
-"  if over[i] and on_over ~= 's' then\n"
+"  if over[i] == true and on_over ~= 's' then\n"
 "    stop = i - 1\n"
 "    refused = on_over == 'r'\n"
 "    accepted = on_over == 'a'\n"
@@ -124,7 +138,7 @@ const char limiter_script[] =
 "elseif mode == '1' or (mode == '2' and accepted) then\n"
 "  for i = 1, stop do\n"
 "    local c = at[i]\n"
-"    if not over[i] and ARGV[c] == 'c' then\n"
+"    if over[i] == false and ARGV[c] == 'c' then\n"
 "      local window, bucket, amount = tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3]), tonumber(ARGV[c + 4])\n"
 "      local f = math.floor(now / bucket) * bucket\n"
 "      if amount > 0 then\n"
@@ -144,7 +158,7 @@ const char limiter_script[] =
 "res[1] = refused and 1 or 0\n"
 "res[2] = stop\n"
 "for i = 1, nc do\n"
-"  res[#res + 1] = over[i] and 1 or 0\n"
+"  res[#res + 1] = (over[i] == -1) and -1 or (over[i] and 1 or 0)\n"
 "  res[#res + 1] = counts[i] or 0\n"
 "  res[#res + 1] = retries[i] or 0\n"
 "  res[#res + 1] = fields[i] or -1\n"
@@ -238,16 +252,16 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 	if (r == NULL)
 		goto out;
 	if (r->type == REDIS_REPLY_ERROR) {
-		snprintf(err, errlen, "rate-limit script: %s", r->str);
+		snprintf(err, errlen, "policy script: %s", r->str);
 		goto out;
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 + nc * 4) {
-		snprintf(err, errlen, "rate-limit script: unexpected reply");
+		snprintf(err, errlen, "policy script: unexpected reply");
 		goto out;
 	}
 	for (size_t i = 0; i < r->elements; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER) {
-			snprintf(err, errlen, "rate-limit script: unexpected reply");
+			snprintf(err, errlen, "policy script: unexpected reply");
 			goto out;
 		}
 	}
@@ -255,7 +269,8 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 	*stop = (size_t)r->element[1]->integer;
 	for (size_t i = 0; i < nc; i++) {
 		redisReply **e = r->element + 2 + i * 4;
-		res[i].over = e[0]->integer != 0;
+		res[i].failed = e[0]->integer < 0;
+		res[i].over = e[0]->integer > 0;
 		res[i].count = (uint64_t)e[1]->integer;
 		res[i].retry_ms = (uint64_t)e[2]->integer;
 		res[i].field = e[3]->integer;

@@ -15,7 +15,9 @@
  * A check may instead be a lookup in a live list (a sorted set: member =
  * list entry, score = expiry in Unix seconds, +inf for never): it is "over"
  * when one of its members is in the set and not expired.  Expired members
- * are deleted (ZREMRANGEBYSCORE) as the lookup passes.
+ * count as absent; those looked up, and up to 16 others per lookup, are
+ * deleted.  A key that is not a sorted set fails that check alone
+ * (failed), not the call.
  *
  * One call (limiter_run) does, atomically, in this order:
  *   1. the checks, in the order given, stopping at the first one over its
@@ -73,6 +75,7 @@ enum limiter_reserve {
 };
 
 struct limiter_result {
+	bool failed;               /* lookups: the key is not a sorted set */
 	bool over;                 /* lookups: a member was found */
 	uint64_t count;            /* units in the window before this check;
 	                            * lookups: 1 + index of the member found */

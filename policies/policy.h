@@ -90,9 +90,11 @@ struct policy_count {
  * message, most specific first: the engine looks them all up in the stage's
  * one script call.  v[i] points into buf and is not NUL-terminated.
  */
-#define POLICY_MEMBERS_MAX 160      /* an IPv6 client: itself and 129 networks */
-#define POLICY_MEMBERS_BUF 8192
 #define POLICY_MEMBER_VALUE_MAX 1024  /* longer values are not looked up */
+/* A domain of 1024 octets has at most 512 labels: a member each, and the
+ * address, "@domain" and "<>"; an IPv6 client needs 130. */
+#define POLICY_MEMBERS_MAX (POLICY_MEMBER_VALUE_MAX / 2 + 8)
+#define POLICY_MEMBERS_BUF (2 * POLICY_MEMBER_VALUE_MAX + 6 * 1024)
 
 struct policy_members {
 	size_t n;

@@ -488,6 +488,148 @@ START_TEST(hostile_values)
 }
 END_TEST
 
+/* A domain of 300 labels: the parent domains are looked up too. */
+START_TEST(many_labels)
+{
+	struct cfg *c;
+	char sender[1024], helo[1024];
+	struct msg m = { NULL, sender, NULL };
+	size_t n = 0;
+
+	n += (size_t)snprintf(sender, sizeof(sender), "x@");
+	for (int i = 0; i < 300; i++)
+		n += (size_t)snprintf(sender + n, sizeof(sender) - n, "a.");
+	snprintf(sender + n, sizeof(sender) - n, "bad.example");
+	snprintf(helo, sizeof(helo), "%s", sender + 2);
+	new_prefix("labels");
+	c = load("labels", NULL, "accept", "policies = ( " SENDER_BLOCK("s", "") ",\n"
+	    "{ name = \"h\"; type = \"block\"; match = \"helo\"; redis = true; "
+	    "action = \"reject\"; } );\n");
+	zadd("s", "+inf", ".bad.example");
+	expect("300 labels", c, &m, POLICY_REJECT, "s");
+	{
+		struct policy_members *out = malloc(sizeof(*out));
+		struct policy_msg pm = { "", helo, "", "", "", 0, false, 0, 0 };
+		const struct cfg_policy *p = &c->policies[1];
+		ck_assert(out != NULL);
+		ck_assert_msg(p->type->members(p->settings, POLICY_HELO, &pm, out) == 303,
+		    "helo of 302 labels: %zu members, want 303", out->n);
+		ck_assert_msg(out->len[302] == 8 && memcmp(out->v[302], ".example", 8) == 0,
+		    "the last member is \"%.*s\", not .example", (int)out->len[302],
+		    out->v[302]);
+		free(out);
+	}
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* A live-list key of another type fails that policy alone: the rate limit
+ * of the same stage still counts and refuses. */
+START_TEST(wrong_type)
+{
+	struct cfg *c;
+	struct msg m = { NULL, "s@example.org", "r@example.net" };
+
+	new_prefix("type");
+	c = load("type", NULL, "accept", "policies = (\n"
+	    "{ name = \"domains\"; type = \"block\"; match = \"rcpt_domain\"; redis = true; "
+	    "action = \"reject\"; },\n"
+	    "{ name = \"one\"; type = \"ratelimit\"; key = \"sender\"; count = \"messages\"; "
+	    "limit = 1; window = \"1h\"; action = \"tempfail\"; }\n);\n");
+	tl_redis_command("SADD '%sblock:domains' example.net", prefix);
+	{
+		/* the first message is accepted and its unit confirmed */
+		struct session *s = session_new(c);
+		struct engine_verdict v;
+		tl_set_client("type", s, "198.51.100.7");
+		session_msg_start(s, "s@example.org", NULL, NULL);
+		ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+		session_set_rcpt(s, "r@example.net");
+		ck_assert_msg(engine_run(s, POLICY_RCPT, &v) == POLICY_NONE, "first message");
+		ck_assert(engine_run(s, POLICY_EOM, &v) == POLICY_NONE);
+		session_msg_reset(s);
+		session_free(s);
+	}
+	expect("second message", c, &m, POLICY_TEMPFAIL, "one");
+	tl_assert_count("type", "domains", STATS_REDIS_ERRORS, 2);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* Expired members are deleted a few at a time, never all at once. */
+START_TEST(bounded_pruning)
+{
+	struct cfg *c;
+	struct msg m = { NULL, "x@example.com", NULL };
+	char score[32];
+
+	new_prefix("prune");
+	c = load("prune", NULL, "accept", "policies = ( " SENDER_BLOCK("p", "") " );\n");
+	snprintf(score, sizeof(score), "%lld", now_s() - 60);
+	tl_redis_command("EVAL \"for i = 1, 100 do redis.call('ZADD', KEYS[1], ARGV[1], "
+	    "'old' .. i .. '@example.com') end\" 1 '%sblock:p' %s", prefix, score);
+	zadd("p", score, "x@example.com");
+	ck_assert_msg(zcard("p") == 101, "ZCARD %ld before, want 101", zcard("p"));
+	expect("expired", c, &m, POLICY_NONE, NULL);
+	ck_assert_msg(zcard("p") == 84, "ZCARD %ld after one lookup, want 84 (16 others "
+	    "and the one looked up deleted)", zcard("p"));
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* A live allow list before a rate limit at the same stage: what it lets
+ * through is not counted. */
+START_TEST(allow_before_ratelimit)
+{
+	struct cfg *c;
+	struct msg trusted = { NULL, "s@example.org", "boss@example.net" };
+
+	new_prefix("allowrl");
+	c = load("allowrl", NULL, "accept", "policies = (\n"
+	    "{ name = \"vip\"; type = \"block\"; match = \"rcpt\"; redis = true; "
+	    "action = \"accept\"; },\n"
+	    "{ name = \"one\"; type = \"ratelimit\"; key = \"sender\"; count = \"recipients\"; "
+	    "limit = 1; window = \"1h\"; action = \"tempfail\"; }\n);\n");
+	zadd("vip", "+inf", "boss@example.net");
+	for (int i = 0; i < 3; i++)
+		expect("trusted recipient", c, &trusted, POLICY_ACCEPT, "vip");
+	ck_assert_msg(strcmp(tl_redis_command("EXISTS '%srl:one:s@example.org'", prefix),
+	    "0") == 0, "an allowed recipient was counted");
+	tl_assert_count("allowrl", "one", STATS_CHECKED, 0);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+START_TEST(needs_redis)
+{
+	char dir[] = "/tmp/check_live.XXXXXX", path[128];
+	struct tl_reports *r = calloc(1, sizeof(*r));
+	struct cfg *c;
+	FILE *fp;
+
+	ck_assert(r != NULL && mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/p.conf", dir);
+	fp = fopen(path, "w");
+	ck_assert(fp != NULL);
+	fprintf(fp, "listen = \"unix:/run/x.sock\";\npolicies = (\n"
+	    "  { name = \"l\"; type = \"block\"; match = \"sender\"; redis = true; "
+	    "action = \"reject\"; }\n);\n");
+	fclose(fp);
+	c = cfg_load(path, NULL, tl_collect, r);
+	unlink(path);
+	rmdir(dir);
+	ck_assert_msg(c == NULL && r->nerr == 1, "loaded, or %d errors", r->nerr);
+	ck_assert_msg(strstr(r->err[0], "p.conf:3:") != NULL &&
+	    strstr(r->err[0], "redis = true needs the top-level redis") != NULL,
+	    "error: %s", r->err[0]);
+	free(r);
+}
+END_TEST
+
 static Suite *
 live_suite(void)
 {
@@ -506,6 +648,11 @@ live_suite(void)
 	tcase_add_test(tc, dry_run);
 	tcase_add_test(tc, one_call_per_stage);
 	tcase_add_test(tc, hostile_values);
+	tcase_add_test(tc, many_labels);
+	tcase_add_test(tc, wrong_type);
+	tcase_add_test(tc, bounded_pruning);
+	tcase_add_test(tc, allow_before_ratelimit);
+	tcase_add_test(tc, needs_redis);
 	suite_add_tcase(s, tc);
 	return s;
 }

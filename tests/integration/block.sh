@@ -629,11 +629,11 @@ mail other@live.example
 mail static@live.example
 sh redis-cli -s $PM_REDIS_SOCK ZREM $LIVE_SET spam@live.example
 mail spam@live.example
-sh redis-cli -s $PM_REDIS_SOCK ZADD $LIVE_SET \$((\$(date +%s) + 2)) @live.example
+sh redis-cli -s $PM_REDIS_SOCK ZADD $LIVE_SET \$((\$(date +%s) + 4)) @live.example
 mail spam@live.example
 mail other@live.example
 mail x@sub.live.example
-sleep 3
+sleep 4.5
 mail other@live.example
 sh redis-cli -s $PM_REDIS_SOCK ZADD $LIVE_SET +inf .live.example
 mail x@sub.live.example
