@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +28,16 @@
 
 #define UNCONST(s) ((char *)(uintptr_t)(const void *)(s))
 
+/*
+ * The protocol flags of the latest negotiation.  After SMFIC_QUIT_NC the
+ * MTA goes on with a new SMTP session on the same milter connection
+ * without negotiating again: libmilter has called cb_close (which cannot
+ * tell that from a real end) and keeps the flags it negotiated, so the new
+ * session starts from these.  They are exact as long as the MTAs that use a
+ * milter all offer the same flags, which is the case for one MTA build.
+ */
+static atomic_ulong last_nr_flags;
+
 static struct session *
 get_session(SMFICTX *ctx)
 {
@@ -37,10 +48,13 @@ get_session(SMFICTX *ctx)
 		struct cfg *c = cfg_acquire();
 		s = session_new(c);
 		cfg_unref(c);
-		if (s == NULL)
+		if (s == NULL) {
 			log_msg(LOG_ERR, "out of memory for a new connection");
-		else
-			smfi_setpriv(ctx, s);
+			return NULL;
+		}
+		/* cb_negotiate, when it comes, sets them */
+		s->nr_flags = atomic_load_explicit(&last_nr_flags, memory_order_relaxed);
+		smfi_setpriv(ctx, s);
 	}
 	return s;
 }
@@ -151,6 +165,7 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	want |= SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
 	*pf1 = want & f1;
 	s->nr_flags = *pf1;
+	atomic_store_explicit(&last_nr_flags, *pf1, memory_order_relaxed);
 
 	*pf0 = f0 & (SMFIF_QUARANTINE | SMFIF_SETSYMLIST);
 	*pf2 = 0;

@@ -14,13 +14,26 @@
 
 #include "milter/session.h"
 
-/* Longer than any legal address; protects logs and Redis keys from huge input. */
+/*
+ * Longer than any legal address; protects logs and Redis keys from huge
+ * input.  A longer value keeps its last FIELD_MAX octets: the domain, which
+ * block lists and rate-limit keys look at, is at the end, so padding the
+ * local part cannot push a blocked domain out of sight.
+ */
 #define FIELD_MAX 1024
+
+/* The last FIELD_MAX octets of p[0..len), as a new string. */
+static char *
+tail_copy(const char *p, size_t len)
+{
+	return len > FIELD_MAX ? strndup(p + len - FIELD_MAX, FIELD_MAX) : strndup(p, len);
+}
 
 static char *
 copy_field(const char *s)
 {
-	return strndup(s != NULL ? s : "", FIELD_MAX);
+	s = s != NULL ? s : "";
+	return tail_copy(s, strlen(s));
 }
 
 struct session *
@@ -110,7 +123,7 @@ strip_brackets(const char *addr)
 		len -= 2;
 	}
 	/* Cut only after stripping, so that a huge address loses its brackets too. */
-	return strndup(p, len < FIELD_MAX ? len : FIELD_MAX);
+	return tail_copy(p, len);
 }
 
 static bool

@@ -604,6 +604,28 @@ START_TEST(allow_before_ratelimit)
 }
 END_TEST
 
+/* A sender longer than the 1024 octets kept keeps its end: the domain. */
+START_TEST(long_sender_keeps_domain)
+{
+	struct cfg *c;
+	static char sender[1200];
+	struct msg m = { NULL, sender, NULL };
+
+	memset(sender, 'a', 1100);
+	snprintf(sender + 1100, sizeof(sender) - 1100, "@static.example");
+	new_prefix("long");
+	c = load("long", NULL, "accept", "policies = ( " SENDER_BLOCK("s",
+	    "entries = [ \"@static.example\" ];") " );\n");
+	expect("static @domain", c, &m, POLICY_REJECT, "s");
+	snprintf(sender + 1100, sizeof(sender) - 1100, "@mx.live.example");
+	expect("not listed", c, &m, POLICY_NONE, NULL);
+	zadd("s", "+inf", ".live.example");
+	expect("live .domain", c, &m, POLICY_REJECT, "s");
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
 START_TEST(needs_redis)
 {
 	char dir[] = "/tmp/check_live.XXXXXX", path[128];
@@ -653,6 +675,7 @@ live_suite(void)
 	tcase_add_test(tc, bounded_pruning);
 	tcase_add_test(tc, allow_before_ratelimit);
 	tcase_add_test(tc, needs_redis);
+	tcase_add_test(tc, long_sender_keeps_domain);
 	suite_add_tcase(s, tc);
 	return s;
 }
