@@ -16,7 +16,7 @@ cd "$top"
 port=${PORT:-8890}
 redis=${REDIS:-127.0.0.1:6379}
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --no-sendmail
 
 if [ ! -x build/policy-milter ]; then
   echo "quickstart: building"

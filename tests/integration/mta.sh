@@ -1,0 +1,688 @@
+# SPDX-License-Identifier: BSD-2-Clause
+# shellcheck shell=bash
+#
+# mta.sh - one SMTP client and two MTAs behind one interface, so that one
+# list of scenarios (scenarios.sh) runs unchanged against Postfix and
+# against Sendmail (mta-postfix.sh, mta-sendmail.sh).
+#
+# Sourced (bash only) after nothing: it sources lib.sh itself and uses its
+# Redis, milter, TAP and transcript functions (smtp_reply, smtp_count, ...).
+#
+#   mta_setup postfix|sendmail   checks, temporary directory, EXIT trap, ports
+#   mta_start                    start the MTA (Postfix) or write its .cf (Sendmail)
+#   mta_session [options]        one SMTP session; prints the transcript
+#   mta_use DESC CONF            run the milter with CONF: start it the first
+#                                time, reload it (SIGUSR1) after that
+#   mta_auth_start               a stand-in SASL password checker (user any
+#                                name, password "secret") the MTA asks
+#
+# The MTAs
+#
+# Postfix: the private instance of lib.sh on 127.0.0.1:$SMTP_PORT (plus SASL
+# through a stand-in for Dovecot's auth socket); the client talks TCP to it.
+#
+# Sendmail: Debian's sendmail-bin 8.17, unpacked (dpkg -x) and never
+# installed, because it conflicts with Postfix as a package.  Where it is:
+# $PM_SENDMAIL_ROOT, default /var/cache/policy-milter-tests/sendmail/root,
+# which scripts/install-deps.sh fills.  Its .cf is built with m4 from
+# Debian's sendmail-cf files; queue, pid and statistics files live in
+# $PM_TMP/sendmail.  Each session is one "sendmail -bs" run in a private UTS
+# and mount namespace (unshare -u -m) whose host name is mx.test.example and
+# whose /etc/hosts resolves it: without a resolvable fully qualified name
+# Sendmail waits 60 s before its banner.  The same namespace bind-mounts a
+# Sendmail.conf for Cyrus SASL over /usr/lib/sasl2 (and /etc/sasl2 if it
+# exists) and, on request, a socket directory over /srv.  Nothing on the
+# host changes.
+#
+# Sendmail's stdin and stdout are one end of a TCP connection on loopback
+# (as inetd would run "sendmail -bs"): Sendmail then reads the client's
+# address from the socket and hands it to the milter, as its daemon does.
+# With MTA_SM_MODE=pipe they are pipes instead, like a local program that
+# submits with "sendmail -bs": Sendmail has no client address then.
+#
+# Debian's Sendmail refuses commands sent before it has answered the
+# previous ones ("554 5.5.0 SMTP protocol error"): the client sends one
+# command, reads its whole reply, then sends the next.
+#
+# The transcript format is lib.sh's (swaks'): " -> " client lines, "<-  "
+# replies, "<** " refusals, so smtp_reply TRANSCRIPT STAGE N picks the reply
+# to the Nth command of a stage: CONNECT (banner), EHLO, MAIL, RCPT, DATA
+# (the 354), DOT (the reply to the message), QUIT.
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+MTA=                    # postfix | sendmail
+MTA_SM_MODE=${MTA_SM_MODE:-inetd}
+PM_SENDMAIL_CACHE=${PM_SENDMAIL_CACHE:-/var/cache/policy-milter-tests/sendmail}
+PM_SENDMAIL_ROOT=${PM_SENDMAIL_ROOT:-$PM_SENDMAIL_CACHE/root}
+SM_BIN=$PM_SENDMAIL_ROOT/usr/libexec/sendmail/sendmail
+SM_CFDIR=$PM_SENDMAIL_ROOT/usr/share/sendmail/cf
+SM_DIR=                 # $PM_TMP/sendmail: .mc/.cf files, queues, hosts, sasl/
+SM_CF=                  # the .cf the sessions use
+SM_SRV=                 # directory bind-mounted over /srv in sessions, if set
+MTA_AUTH_PID=
+MTA_AUTH_SOCK=
+MTA_EXTRA_PIDS=         # other processes to stop at exit
+
+mta_skip() {    # mta_skip REASON : the whole test is skipped (automake: 77)
+	echo "1..0 # SKIP $1"
+	exit 77
+}
+
+# Is Debian's Sendmail unpacked where the tests look for it?
+mta_sendmail_present() {
+	[ -x "$SM_BIN" ] && [ -f "$SM_CFDIR/m4/cf.m4" ]
+}
+
+# shellcheck disable=SC2317 # called from the EXIT trap
+mta_cleanup() {
+	local pid
+	if [ -n "$MTA_AUTH_PID" ]; then
+		kill "$MTA_AUTH_PID" 2>/dev/null
+		wait "$MTA_AUTH_PID" 2>/dev/null
+		MTA_AUTH_PID=
+	fi
+	for pid in $MTA_EXTRA_PIDS; do
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
+	MTA_EXTRA_PIDS=
+}
+
+# The temporary directory, the trap and the ports.  For Postfix that is
+# lib.sh's pm_setup; Sendmail needs neither Postfix nor swaks, so it does
+# the same steps with its own list of requirements.
+mta_setup() {   # mta_setup postfix|sendmail
+	MTA=$1
+	case $MTA in
+	postfix)
+		pm_setup
+		;;
+	sendmail)
+		pm_need python3 redis-server redis-cli unshare m4
+		[ "$(id -u)" = 0 ] || mta_skip "Sendmail in a private namespace needs root"
+		[ -x "$PM_MILTER_BIN" ] || mta_skip "$PM_MILTER_BIN is not built"
+		mta_sendmail_present || mta_skip "Debian's Sendmail is not unpacked in \
+$PM_SENDMAIL_ROOT (run scripts/install-deps.sh as root, or set PM_SENDMAIL_ROOT)"
+		unshare -u -m true 2>/dev/null ||
+			mta_skip "unshare -u -m does not work here (no private namespaces)"
+		PM_TMP=$(mktemp -d "${TMPDIR:-/tmp}/pm-it.XXXXXX") || pm_bail "mktemp failed"
+		chmod 755 "$PM_TMP"     # the milter may run as nobody (socket tests)
+		local ports
+		ports=$(pm_free_ports 1) || pm_bail "cannot find a free port"
+		MILTER_PORT=$ports
+		PM_MILTER_N=0
+		PM_REDIS_SOCK=$PM_TMP/redis/redis.sock
+		SM_DIR=$PM_TMP/sendmail
+		echo "# workdir $PM_TMP milter port $MILTER_PORT sendmail $SM_BIN"
+		;;
+	*)
+		pm_bail "mta_setup: unknown MTA '$MTA'"
+		;;
+	esac
+	# shellcheck disable=SC2154 # pm_rc is assigned inside the trap
+	trap 'pm_rc=$?; mta_cleanup; pm_cleanup; exit $pm_rc' EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+# ---------------------------------------------------------------- Sendmail
+
+# sendmail_cf OUT [--flags F] [--socket SPEC] [--timeouts T] [--no-macros]
+# Writes OUT.mc and builds OUT (a sendmail.cf) with m4.  The filter line is
+#   INPUT_MAIL_FILTER(`policy-milter', `S=SPEC, F=F, T=T')
+# default S=inet:$MILTER_PORT@127.0.0.1, F=T, T=C:10s;S:10s;R:10s;E:1m;
+# "--flags ''" leaves F= out.  --no-macros empties every
+# confMILTER_MACROS_* (Debian's cf files otherwise send a default list), so
+# that only the macros the milter asks for itself reach it.
+sendmail_cf() {
+	local out=$1 flags=T socket="inet:$MILTER_PORT@127.0.0.1"
+	local timeouts='C:10s;S:10s;R:10s;E:1m' macros=yes m spec
+	shift
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--flags) flags=$2; shift 2 ;;
+		--socket) socket=$2; shift 2 ;;
+		--timeouts) timeouts=$2; shift 2 ;;
+		--no-macros) macros=no; shift ;;
+		*) echo "sendmail_cf: unknown option $1" >&2; return 2 ;;
+		esac
+	done
+	mkdir -p "$SM_DIR/mqueue" "$SM_DIR/clientmqueue"
+	chmod 700 "$SM_DIR/mqueue" "$SM_DIR/clientmqueue"
+	spec="S=$socket${flags:+, F=$flags}, T=$timeouts"
+	{
+		echo "divert(-1)"
+		echo "include(\`$SM_CFDIR/m4/cf.m4')"
+		echo "divert(0)dnl"
+		echo "OSTYPE(\`linux')dnl"
+		echo "define(\`confDOMAIN_NAME', \`mx.test.example')dnl"
+		echo "define(\`QUEUE_DIR', \`$SM_DIR/mqueue')dnl"
+		echo "define(\`MSP_QUEUE_DIR', \`$SM_DIR/clientmqueue')dnl"
+		echo "define(\`confPID_FILE', \`$SM_DIR/sendmail.pid')dnl"
+		echo "define(\`STATUS_FILE', \`$SM_DIR/statistics')dnl"
+		echo "define(\`ALIAS_FILE', \`')dnl"
+		echo "define(\`confDELIVERY_MODE', \`queueonly')dnl"
+		echo "define(\`confDONT_PROBE_INTERFACES', \`True')dnl"
+		echo "define(\`confAUTH_MECHANISMS', \`PLAIN')dnl"
+		echo "FEATURE(\`accept_unresolvable_domains')dnl"
+		echo "FEATURE(\`accept_unqualified_senders')dnl"
+		if [ "$macros" = no ]; then
+			for m in CONNECT HELO ENVFROM ENVRCPT DATA EOH EOM; do
+				echo "define(\`confMILTER_MACROS_$m', \`')dnl"
+			done
+		fi
+		echo "INPUT_MAIL_FILTER(\`policy-milter', \`$spec')dnl"
+		echo "MAILER(\`local')dnl"
+		echo "MAILER(\`smtp')dnl"
+	} >"$out.mc"
+	m4 "$out.mc" >"$out" 2>"$out.m4err" || { cat "$out.m4err" >&2; return 1; }
+}
+
+# The files every Sendmail session needs: /etc/hosts for the namespace,
+# Cyrus SASL's Sendmail.conf (PLAIN, checked by the saslauthd stand-in),
+# the default .cf.
+sendmail_prepare() {
+	mkdir -p "$SM_DIR/sasl"
+	chmod 755 "$SM_DIR" "$SM_DIR/sasl"
+	printf '127.0.0.1 localhost mx.test.example mx\n::1 localhost ip6-localhost\n' \
+		>"$SM_DIR/hosts"
+	MTA_AUTH_SOCK=$SM_DIR/saslauthd.mux
+	cat >"$SM_DIR/sasl/Sendmail.conf" <<EOF
+pwcheck_method: saslauthd
+saslauthd_path: $MTA_AUTH_SOCK
+mech_list: PLAIN
+EOF
+	chmod 644 "$SM_DIR/sasl/Sendmail.conf"
+	SM_CF=$SM_DIR/test.cf
+	sendmail_cf "$SM_CF"
+}
+
+# The shell that runs Sendmail inside the private namespace.
+# $1 hosts file, $2 sendmail, $3 .cf, $4 SASL config dir, $5 dir for /srv
+# (or empty), then Sendmail's arguments.
+# shellcheck disable=SC2016 # expanded by that shell
+SM_NS_SCRIPT='hostname mx.test.example &&
+mount --bind "$1" /etc/hosts &&
+{ [ ! -d /usr/lib/sasl2 ] || mount --bind "$4" /usr/lib/sasl2; } &&
+{ [ ! -d /etc/sasl2 ] || mount --bind "$4" /etc/sasl2; } &&
+{ [ -z "$5" ] || mount --bind "$5" /srv; } &&
+bin=$2 cf=$3 && shift 5 && exec "$bin" -C "$cf" "$@"'
+
+# Run Sendmail with ARGS (mailq -bp, queue commands) in the same kind of
+# namespace as the sessions, with the current .cf.
+sendmail_cmd() {  # sendmail_cmd ARGS...
+	unshare -u -m sh -c "$SM_NS_SCRIPT" sh "$SM_DIR/hosts" "$SM_BIN" "$SM_CF" \
+		"$SM_DIR/sasl" "${SM_SRV:-}" "$@"
+}
+
+# ---------------------------------------------------------------- both
+
+mta_start() {
+	case $MTA in
+	postfix) mta_postfix_start ;;
+	sendmail) sendmail_prepare ;;
+	esac
+}
+
+# lib.sh's postfix_start plus SASL through the stand-in for Dovecot's auth
+# service (configured before the start: no reload to wait for).
+mta_postfix_start() {
+	local i=0
+	MTA_AUTH_SOCK=$PM_TMP/dovecot-auth.sock
+	postfix_configure
+	postconf -c "$PF_CONF" -e smtpd_sasl_auth_enable=yes smtpd_sasl_type=dovecot \
+		"smtpd_sasl_path=$MTA_AUTH_SOCK" || return 1
+	postfix -c "$PF_CONF" check || return 1
+	postfix -c "$PF_CONF" start || return 1
+	until pm_port_open "$SMTP_PORT"; do
+		[ "$i" -ge 100 ] && { echo "postfix: port $SMTP_PORT not open after 10 s" >&2; return 1; }
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# The password checker the MTA asks: any user name, password "secret".
+# Postfix asks it as Dovecot's auth service; Sendmail (Cyrus SASL) as
+# saslauthd.  Every query is logged to $PM_TMP/auth.log.
+mta_auth_start() {
+	local kind=dovecot i=0
+	[ "$MTA" = sendmail ] && kind=saslauthd
+	python3 - "$kind" "$MTA_AUTH_SOCK" 2>>"$PM_TMP/auth.log" <<'PY' &
+import base64, os, socket, struct, sys, threading
+
+kind, path = sys.argv[1], sys.argv[2]
+try:
+    os.unlink(path)
+except FileNotFoundError:
+    pass
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+os.chmod(path, 0o666)
+srv.listen(16)
+
+def log(text):
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+def saslauthd(conn):
+    # Four strings, each after its length in two octets (network order):
+    # user, password, service, realm.  The answer is one such string.
+    f = conn.makefile("rb")
+    parts = []
+    for _ in range(4):
+        n = f.read(2)
+        if len(n) < 2:
+            return
+        parts.append(f.read(struct.unpack("!H", n)[0]))
+    ok = parts[1] == b"secret" and parts[0] != b""
+    log("saslauthd user=%r %s" % (parts[0], "OK" if ok else "NO"))
+    ans = b"OK" if ok else b"NO authentication failed"
+    conn.sendall(struct.pack("!H", len(ans)) + ans)
+
+def dovecot_answer(req, resp):
+    try:
+        parts = base64.b64decode(resp).split(b"\0")
+    except Exception:
+        return "FAIL\t%s\n" % req
+    ok = len(parts) == 3 and parts[2] == b"secret" and parts[1] != b""
+    log("dovecot user=%r %s" % (parts[1] if len(parts) > 1 else b"", "OK" if ok else "FAIL"))
+    if ok:
+        return "OK\t%s\tuser=%s\n" % (req, parts[1].decode("latin-1"))
+    return "FAIL\t%s\n" % req
+
+def dovecot(conn):
+    # The server side of Dovecot's auth protocol, as much as Postfix uses.
+    conn.sendall(("VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t%d\nCUID\t1\n"
+                  "COOKIE\t%s\nDONE\n" % (os.getpid(), "0" * 32)).encode())
+    for raw in conn.makefile("rb"):
+        f = raw.decode("latin-1").rstrip("\n").split("\t")
+        if f[0] == "AUTH" and len(f) > 2:
+            resp = [x[5:] for x in f if x.startswith("resp=")]
+            out = dovecot_answer(f[1], resp[0]) if resp else "CONT\t%s\t\n" % f[1]
+            conn.sendall(out.encode())
+        elif f[0] == "CONT" and len(f) > 2:
+            conn.sendall(dovecot_answer(f[1], f[2]).encode())
+
+def serve(conn):
+    with conn:
+        try:
+            (saslauthd if kind == "saslauthd" else dovecot)(conn)
+        except OSError:
+            pass
+
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+	MTA_AUTH_PID=$!
+	until [ -S "$MTA_AUTH_SOCK" ]; do
+		[ "$i" -ge 50 ] && return 1
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# mta_session [--helo NAME] [--auth USER] [--from ADDR] [--to ADDR]...
+#             [--size N] [--body-bytes N] [--quit-after CONNECT|EHLO|MAIL|RCPT]
+# One SMTP session with the MTA under test; prints the transcript.  Flow:
+# banner; EHLO (also after a refusing banner: the tests show what the MTA
+# does next); AUTH PLAIN with the password "secret" if --auth; MAIL FROM
+# (with SIZE=N if --size); QUIT after a refused MAIL; one RCPT per --to;
+# QUIT when none was accepted; DATA and a message of --body-bytes octets
+# (default 100) as CRLF lines; QUIT.  A server that closes the connection
+# is reported as swaks does.  Defaults: from sender@example.org, to
+# rcpt@example.net.  Sendmail's standard error goes to $PM_TMP/sendmail.err.
+mta_session() {
+	local target
+	case $MTA in
+	postfix) target=(tcp "$SMTP_PORT") ;;
+	sendmail)
+		target=("sendmail-$MTA_SM_MODE" "$SM_NS_SCRIPT" "$SM_DIR/hosts" "$SM_BIN"
+			"$SM_CF" "$SM_DIR/sasl" "${SM_SRV:-}" -bs)
+		;;
+	esac
+	python3 - "${target[@]}" -- "$@" 2>>"$PM_TMP/client.err" <<'PY'
+import base64, os, select, signal, socket, subprocess, sys
+
+argv = sys.argv[1:]
+sep = argv.index("--")
+target, args = argv[:sep], argv[sep + 1:]
+opts = {"--helo": "client.test.example", "--auth": "", "--from": "sender@example.org",
+        "--size": "", "--body-bytes": "100", "--quit-after": ""}
+rcpts = []
+i = 0
+while i < len(args):
+    if args[i] == "--to":
+        rcpts.append(args[i + 1])
+    elif args[i] in opts:
+        opts[args[i]] = args[i + 1]
+    else:
+        sys.exit("mta_session: unknown option %s" % args[i])
+    i += 2
+if not rcpts:
+    rcpts = ["rcpt@example.net"]
+quit_after = opts["--quit-after"].upper()
+out = sys.stdout
+proc = None
+
+class Closed(Exception):
+    pass
+
+class Timeout(Exception):
+    pass
+
+def on_alarm(signum, frame):
+    raise Timeout()
+
+signal.signal(signal.SIGALRM, on_alarm)
+signal.alarm(60)        # the whole session; a hung MTA must not hang the test
+
+if target[0] == "tcp":
+    try:
+        sock = socket.create_connection(("127.0.0.1", int(target[1])), timeout=30)
+    except OSError as e:
+        out.write("*** Error connecting to 127.0.0.1:%s: %s\n" % (target[1], e))
+        sys.exit(0)
+    rfile = sock.makefile("rb")
+    send = sock.sendall
+else:
+    cmd = ["unshare", "-u", "-m", "sh", "-c", target[1], "sh"] + target[2:]
+    err = open(os.environ.get("PM_TMP", "/tmp") + "/sendmail.err", "ab")
+    if target[0] == "sendmail-inetd":
+        # stdin and stdout are a TCP connection: Sendmail sees the peer.
+        lsn = socket.socket()
+        lsn.bind(("127.0.0.1", 0))
+        lsn.listen(1)
+        sock = socket.create_connection(lsn.getsockname(), timeout=30)
+        server_end, _ = lsn.accept()
+        lsn.close()
+        proc = subprocess.Popen(cmd, stdin=server_end, stdout=server_end, stderr=err)
+        server_end.close()
+        rfile = sock.makefile("rb")
+        send = sock.sendall
+    else:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err)
+        rfile = proc.stdout
+
+        def send(data):
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+def reply():
+    lines = []
+    while True:
+        ln = rfile.readline()
+        if not ln:
+            raise Closed()
+        ln = ln.decode("latin-1").rstrip("\r\n")
+        lines.append(ln)
+        if len(ln) < 4 or ln[3] != "-":
+            break
+    mark = "<** " if lines[0][:1] in ("4", "5") else "<-  "
+    for ln in lines:
+        out.write(mark + ln + "\n")
+    out.flush()
+    return int(lines[0][:3]) if lines[0][:3].isdigit() else 0
+
+def cmd(line):
+    out.write(" -> " + line + "\n")
+    out.flush()
+    send(line.encode() + b"\r\n")
+    return reply()
+
+def message(nbytes):
+    head = ("From: <%s>\r\nTo: <%s>\r\nSubject: policy-milter test\r\n"
+            "Message-Id: <test.%d@client.test.example>\r\n\r\n"
+            % (opts["--from"], rcpts[0], os.getpid()))
+    body, left = [], max(nbytes, 2)
+    while left > 0:
+        k = max(min(78, left - 2), 0)
+        body.append("x" * k + "\r\n")
+        left -= k + 2
+    return (head + "".join(body)).encode()
+
+def session():
+    out.write("=== Connected to %s.\n" % ("127.0.0.1" if target[0] == "tcp" else target[0]))
+    reply()
+    if quit_after == "CONNECT":
+        return cmd("QUIT")
+    if cmd("EHLO " + opts["--helo"]) // 100 != 2 or quit_after == "EHLO":
+        return cmd("QUIT")
+    if opts["--auth"]:
+        tok = base64.b64encode(b"\0" + opts["--auth"].encode() + b"\0secret").decode()
+        out.write(" -> AUTH PLAIN %s\n" % tok)
+        send(("AUTH PLAIN %s\r\n" % tok).encode())
+        reply()
+    mail = "MAIL FROM:<%s>" % opts["--from"]
+    if opts["--size"]:
+        mail += " SIZE=" + opts["--size"]
+    if cmd(mail) // 100 != 2 or quit_after == "MAIL":
+        return cmd("QUIT")
+    ok = 0
+    for r in rcpts:
+        if cmd("RCPT TO:<%s>" % r) // 100 == 2:
+            ok += 1
+    if ok == 0 or quit_after == "RCPT":
+        return cmd("QUIT")
+    if cmd("DATA") == 354:
+        data = message(int(opts["--body-bytes"]))
+        out.write(" -> %d bytes sent\n" % len(data))
+        send(data + b".\r\n")
+        reply()
+    cmd("QUIT")
+    out.write("=== Connection closed with remote host.\n")
+
+try:
+    session()
+except (Closed, ConnectionResetError, BrokenPipeError):
+    # after a 421 the next command may meet the closed socket or its reset
+    out.write("*** Remote host closed connection unexpectedly.\n")
+except Timeout:
+    out.write("*** Timeout: no answer within 60 s\n")
+except OSError as e:
+    out.write("*** %s\n" % e)
+signal.alarm(0)
+if proc is not None:
+    try:
+        sock.close()
+    except NameError:
+        if proc.stdin:
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        out.write("*** sendmail did not exit within 10 s of the end of the session: killed\n")
+PY
+}
+
+# ---------------------------------------------------------------- the milter
+
+# Run the milter with CONF: the first call starts it (and reports that as a
+# test), later calls replace the configuration with SIGUSR1 and wait for
+# the daemon to say it took it: one daemon for the whole list of scenarios
+# (a libmilter daemon takes seconds to stop once it has served a session).
+# The daemon reads $PM_TMP/milter.conf, a copy of the scenario's file.
+mta_use() {     # mta_use DESC CONF
+	local before i=0 live=$PM_TMP/milter.conf
+	cp "$2" "$live.new" && mv "$live.new" "$live"
+	if ! milter_alive; then
+		assert_milter_start "$1" "$live"
+		return
+	fi
+	before=$(grep -c 'configuration reloaded' "$MILTER_LOG")
+	milter_reload
+	while [ "$(grep -c 'configuration reloaded' "$MILTER_LOG")" -le "$before" ]; do
+		if [ "$i" -ge 50 ] || grep -q 'reload failed' "$MILTER_LOG"; then
+			pm_not_ok "$1 (reload)" "milter log:" "$(tail -n 20 "$MILTER_LOG")"
+			return 1
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	pm_ok "$1 (reloaded)"
+}
+
+# A decision line of the milter log, as an ERE: queue id, client, policy,
+# stage, action, and (other fields may come between) the reply.
+mta_decision_re() {  # mta_decision_re POLICY STAGE ACTION [REPLY]
+	local re
+	re="(^| )[^ ]+: client=$(pm_ere_quote "$(mta_client)"): policy=$1 stage=$2 action=$3( |$)"
+	[ -n "${4:-}" ] && re="$re.* reply=\"$(pm_ere_quote "$4")\"( |$)"
+	printf '%s' "$re"
+}
+
+# ---------------------------------------------------------------- what the client sees
+# The replies differ between the MTAs in their wording; the scenarios ask
+# these functions what the client must see.
+
+mta_client() {  # the client address the milter logs
+	if [ "$MTA" = sendmail ] && [ "$MTA_SM_MODE" = pipe ]; then
+		echo unknown
+	else
+		echo 127.0.0.1
+	fi
+}
+
+mta_banner_re() {
+	case $MTA in
+	postfix) echo '^220 mx\.test\.example ESMTP Postfix$' ;;
+	sendmail) echo '^220 mx\.test\.example ESMTP Sendmail 8\.17\.[0-9.]+/8\.17\.[0-9.]+; .+$' ;;
+	esac
+}
+
+mta_mail_ok() {  # mta_mail_ok ADDR
+	case $MTA in
+	postfix) echo '250 2.1.0 Ok' ;;
+	sendmail) echo "250 2.1.0 <$1>... Sender ok" ;;
+	esac
+}
+
+mta_rcpt_ok() {  # mta_rcpt_ok ADDR
+	case $MTA in
+	postfix) echo '250 2.1.5 Ok' ;;
+	sendmail) echo "250 2.1.5 <$1>... Recipient ok" ;;
+	esac
+}
+
+mta_queued_re() {  # the reply to an accepted message, as an ERE
+	case $MTA in
+	postfix) echo '^250 2\.0\.0 Ok: queued as [0-9A-Za-z]+$' ;;
+	sendmail) echo '^250 2\.0\.0 [0-9A-Za-z]+ Message accepted for delivery$' ;;
+	esac
+}
+
+mta_queue_id() {  # mta_queue_id TRANSCRIPT : from the reply to the message
+	case $MTA in
+	postfix) smtp_reply "$1" DOT | sed -n 's/^250 .*queued as \([0-9A-Za-z]*\).*/\1/p' ;;
+	sendmail) smtp_reply "$1" DOT | sed -n 's/^250 2\.0\.0 \([0-9A-Za-z]*\) Message accepted.*/\1/p' ;;
+	esac | head -n 1
+}
+
+# A milter's refusal of MAIL or RCPT as the client sees it.  REPLY is the
+# policy's reply after expansion, "CODE X.Y.Z text" (a list: its lines,
+# one argument each).  Postfix sends it as it is.  Sendmail puts
+# "<ADDR>... " before the text of the first line when the code is 450, 550
+# or 553 (its message formatter names the address only with those codes;
+# 451, 452, 552, 554 ... come without it).
+mta_refusal() {  # mta_refusal ADDR REPLY [LINE...]
+	local addr=$1 first=$2 code xcode text n l
+	shift 2
+	code=${first%% *}
+	text=${first#* }
+	xcode=${text%% *}
+	text=${text#* }
+	if [ "$MTA" = sendmail ]; then
+		case $code in
+		450 | 550 | 553) text="<$addr>... $text" ;;
+		esac
+	fi
+	n=$#
+	if [ "$n" -eq 0 ]; then
+		echo "$code $xcode $text"
+		return
+	fi
+	echo "$code-$xcode $text"
+	for l in "$@"; do
+		n=$((n - 1))
+		if [ "$n" -eq 0 ]; then
+			echo "$code $xcode $l"
+		else
+			echo "$code-$xcode $l"
+		fi
+	done
+}
+
+# What happened to an accepted message: delivered (Postfix: delivered to
+# every recipient; Sendmail: in its queue, which this test never runs),
+# discarded (gone), held (Postfix's hold queue, Sendmail's quarantine),
+# or "unknown" with the evidence on standard error.  Waits up to 5 s for
+# Postfix, which delivers asynchronously.
+mta_message_fate() {  # mta_message_fate QUEUE-ID
+	local q=${1:-none} i=0
+	case $MTA in
+	postfix)
+		while [ "$i" -lt 50 ]; do
+			if grep -q "$q: milter-discard" "$PF_MAILLOG" 2>/dev/null; then
+				echo discarded
+				return
+			elif [ -f "$PF_QUEUE/hold/$q" ]; then
+				echo held
+				return
+			elif grep -q "$q: removed" "$PF_MAILLOG" 2>/dev/null; then
+				echo delivered
+				return
+			fi
+			sleep 0.1
+			i=$((i + 1))
+		done
+		grep -F "$q" "$PF_MAILLOG" >&2
+		;;
+	sendmail)
+		# queueonly: an accepted message stays as qf+df; a quarantined one
+		# is renamed hf (held); a discarded one leaves nothing.
+		if [ -f "$SM_DIR/mqueue/qf$q" ]; then
+			echo delivered
+			return
+		elif [ -f "$SM_DIR/mqueue/hf$q" ]; then
+			echo held
+			return
+		elif ! ls "$SM_DIR/mqueue/"*"$q" >/dev/null 2>&1; then
+			echo discarded
+			return
+		fi
+		ls -l "$SM_DIR/mqueue" >&2
+		;;
+	esac
+	echo unknown
+}
+
+# The recipients an accepted message goes to, sorted, space-separated.
+mta_message_rcpts() {  # mta_message_rcpts QUEUE-ID
+	local q=${1:-none}
+	case $MTA in
+	postfix)
+		wait_for_maillog "$q: removed"
+		grep -E "$q: to=<[^>]*>.* status=sent" "$PF_MAILLOG" |
+			sed 's/.* to=<\([^>]*\)>.*/\1/'
+		;;
+	sendmail)
+		# qf lines "rRFC822; addr" are the envelope recipients.
+		sed -n 's/^r[^;]*; *//p' "$SM_DIR/mqueue/qf$q" "$SM_DIR/mqueue/hf$q" 2>/dev/null
+		;;
+	esac | sort | paste -sd ' '
+}
+
+# The reason a held message was quarantined with: Postfix logs it with
+# "milter-hold:", Sendmail writes it in the queue file's "q" line.
+mta_quarantine_reason() {  # mta_quarantine_reason QUEUE-ID
+	local q=${1:-none}
+	case $MTA in
+	postfix) grep -F "$q: milter-hold:" "$PF_MAILLOG" ;;
+	sendmail) sed -n 's/^q//p' "$SM_DIR/mqueue/hf$q" 2>/dev/null ;;
+	esac
+}
