@@ -5,6 +5,7 @@
 # a few transactions that exercise every decision path (accepted, refused at
 # RCPT, refused at end of message, too many recipients), a reload, then
 # SIGTERM.  Asserts a clean exit, no memory errors and no leak report.
+# Then tests/check_protocol's sequences with its daemons under valgrind.
 #
 # Skipped (77) without valgrind, or for a sanitizer build (valgrind and
 # AddressSanitizer do not mix; that build checks leaks itself).
@@ -67,6 +68,19 @@ if assert_milter_start "milter starts under valgrind" "$CONF"; then
 	assert_milter_stop "SIGTERM: exit status 0 under valgrind"
 	assert_eq "valgrind reports no errors and no definite or indirect leaks" "" \
 		"$(grep -v '^==[0-9]*== *$' "$VG_LOG" | head -n 40)"
+fi
+
+# The milter protocol sequences no MTA makes (aborts everywhere, malformed
+# packets, QUIT_NC ...), with both of check_protocol's daemons under
+# valgrind: any memory error or leak makes a daemon exit 3, which fails it.
+proto=$top_builddir/tests/check_protocol
+if [ -x "$proto" ]; then
+	PM_DAEMON_WRAPPER="valgrind -q --error-exitcode=3 --leak-check=full \
+--show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect" \
+		"$proto" >"$PM_TMP/protocol.out" 2>&1
+	rc=$?
+	assert_eq "protocol sequences with the daemons under valgrind: exit status" 0 "$rc" \
+		"$(tail -n 40 "$PM_TMP/protocol.out")"
 fi
 
 pm_finish
