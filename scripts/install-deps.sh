@@ -23,8 +23,13 @@ PACKAGES=(
 SM_CACHE=${PM_SENDMAIL_CACHE:-/var/cache/policy-milter-tests/sendmail}
 
 fetch_sendmail() {
-  [ -f "$SM_CACHE/root/.complete" ] && [ -x "$SM_CACHE/root/usr/libexec/sendmail/sendmail" ] &&
+  local bin=$SM_CACHE/root/usr/libexec/sendmail/sendmail
+  # A finished unpack whose binary finds all its libraries (not one left by
+  # another release): nothing to do.
+  if [ -f "$SM_CACHE/root/.complete" ] && [ -x "$bin" ] &&
+      ! ldd "$bin" 2>/dev/null | grep -q 'not found'; then
     return 0
+  fi
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: Sendmail for the tests is not in $SM_CACHE; run as root to" \
       "fetch it (until then the Sendmail integration test is skipped)" >&2
@@ -32,6 +37,7 @@ fetch_sendmail() {
   fi
   echo "install-deps: fetching Debian's sendmail-bin and sendmail-cf into $SM_CACHE (not installing them)"
   mkdir -p "$(dirname "$SM_CACHE")"
+  rm -rf "$SM_CACHE".new.*            # left by an interrupted run
   local tmp log f
   tmp=$(mktemp -d "$SM_CACHE.new.XXXXXX")
   log=$tmp/apt.log
@@ -49,10 +55,14 @@ fetch_sendmail() {
     fi
   fi
   for f in "$tmp"/*.deb; do
-    dpkg -x "$f" "$tmp/root" || { rm -rf "$tmp"; return 1; }
     # shellcheck disable=SC2016 # dpkg-deb's format, not the shell's
-    dpkg-deb -W --showformat='${Package} ${Version}\n' "$f" >>"$tmp/root/.complete"
+    if ! dpkg -x "$f" "$tmp/root" ||
+        ! dpkg-deb -W --showformat='${Package} ${Version}\n' "$f" >>"$tmp/root.complete"; then
+      rm -rf "$tmp"
+      return 1
+    fi
   done
+  mv "$tmp/root.complete" "$tmp/root/.complete"
   rm -rf "$SM_CACHE"
   mkdir -p "$SM_CACHE"
   mv "$tmp"/*.deb "$tmp/root" "$SM_CACHE/"

@@ -82,9 +82,13 @@ stop_milter() {
 	MILTER_PID=
 }
 
-run_load() {    # run_load LABEL PORT
+run_load() {    # run_load LABEL PORT : milter_load's status, its output shown
+	local rc=0
 	"$LOAD" -t "127.0.0.1:$2" -c "$CONNS" -m "$MESSAGES" -r "$RCPTS" -b "$BODY" \
-	    -s "$SENDERS" -l "$1" | tee -a "$TMP/results"
+	    -s "$SENDERS" -l "$1" >"$TMP/run.out" 2>&1 || rc=$?
+	cat "$TMP/run.out" >>"$TMP/results"
+	cat "$TMP/run.out"
+	return "$rc"
 }
 
 status=0

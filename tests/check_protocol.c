@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1359,6 +1360,8 @@ START_TEST(long_sender_blocked)
 	memset(addr + 1, 'a', 1100);
 	snprintf(addr + 1101, sizeof(addr) - 1101, "@blocked.example>");
 	STEP(mp_mail(mp, addr, NULL, &r), YREPLY);
+	ck_assert_msg(strncmp(r.data, "550 5.7.1 Sender aaaaaaaa", 25) == 0,
+	    "%s: reply \"%.80s...\"", label, r.data);
 	mp_close(mp);
 }
 END_TEST
@@ -1458,6 +1461,10 @@ start_daemon(struct daemon *d, const char *bin, const char *policies)
 			int n = 0;
 
 			if (fd == -1 || dup2(fd, 1) == -1 || dup2(fd, 2) == -1)
+				_exit(126);
+			/* Whatever ends this program (a failure, a signal from the
+			 * harness) ends its daemons too. */
+			if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() == 1)
 				_exit(126);
 			char supp[340];
 

@@ -217,8 +217,10 @@ run(void *arg)
 			count(w, mp, "abort", MP_ERR);
 			break;
 		}
-		if (!message(w, mp, n))
+		if (!message(w, mp, n)) {
+			w->failed = 1;  /* a protocol error (count() said which) or a send */
 			break;
+		}
 	}
 	mp_quit(mp);
 out:

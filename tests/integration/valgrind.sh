@@ -81,6 +81,8 @@ if [ -x "$proto" ]; then
 	rc=$?
 	assert_eq "protocol sequences with the daemons under valgrind: exit status" 0 "$rc" \
 		"$(tail -n 40 "$PM_TMP/protocol.out")"
+else
+	pm_not_ok "protocol sequences under valgrind: $proto is not built"
 fi
 
 pm_finish
