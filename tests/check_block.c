@@ -722,9 +722,9 @@ static const struct scenario scenarios[] = {
 	    { CONNECT("2001:db8::7"), MAIL_HIT("<SPAM@Example.COM>", REJ, "b",
 		  "550 5.7.1 Sender SPAM@Example.COM is not accepted here (2001:db8::7)") },
 	    { { "b", 1, 1, 0, 0, 0, 0, 0 } } },
-	{ "reply: the null sender expands to nothing", NULL,
+	{ "reply: the null sender expands to <>", NULL,
 	    BLOCK("sender", "[ \"<>\" ]", "action = \"reject\";\n"
-	    "  reply = \"550 5.7.1 Sender <${sender}> is not accepted here\";"),
+	    "  reply = \"550 5.7.1 Sender ${sender} is not accepted here\";"),
 	    { CONNECT("198.51.100.7"), MAIL_HIT("<>", REJ, "b",
 		  "550 5.7.1 Sender <> is not accepted here") },
 	    { { "b", 1, 1, 0, 0, 0, 0, 0 } } },

@@ -315,7 +315,7 @@ if assert_milter_start "milter starts with a block policy of every match kind" "
 	row "sender: .domain matches the domain itself" $H - x@bad2.example r@example.net "$(S_NO x@bad2.example)" -
 	row "sender: .domain matches a deep subdomain" $H - x@deep.sub.bad2.example r@example.net "$(S_NO x@deep.sub.bad2.example)" -
 	row "sender: .domain near miss (notbad2.example) passes" $H - x@notbad2.example r@example.net "$MAIL_OK" "$RCPT_OK"
-	row "sender: null sender <>" $H - '<>' r@example.net "$(S_NO '')" -
+	row "sender: null sender <>" $H - '<>' r@example.net "$(S_NO '<>')" -
 	row "sender: quoted local part" $H - '"john doe"@example.com' r@example.net "$(S_NO '"john doe"@example.com')" -
 	row "sender: quoted local part in other case" $H - '"John Doe"@EXAMPLE.com' r@example.net "$(S_NO '"John Doe"@EXAMPLE.com')" -
 	row "sender: other quoted local part passes" $H - '"john.doe"@example.com' r@example.net "$MAIL_OK" "$RCPT_OK"
