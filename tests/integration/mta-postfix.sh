@@ -19,4 +19,5 @@ mta_auth_start || pm_bail "cannot start the stand-in auth service"
 scenarios_run
 
 assert_milter_stop "SIGTERM: the milter exits with status 0 after every scenario"
+mta_assert_no_sanitizer_reports
 pm_finish

@@ -10,7 +10,8 @@
 #      a quarantined message is listed by mailq -qQ with its reason and
 #      released by sendmail -qQ -Q -qI<id>
 #   1. the milter unreachable with F=T, F=R and no F= flag: what the client
-#      sees (and that without a flag mail passes unfiltered)
+#      sees (and that without a flag mail passes unfiltered: a sender the
+#      milter's block list always refuses is accepted)
 #   2. a milter that hangs: T=R bounds the wait, then F=T applies
 #   3. a .cf without any confMILTER_MACROS_* line: the macros the milter
 #      reads ({auth_authen} at MAIL, i at RCPT) still arrive, because the
@@ -22,9 +23,10 @@
 #      owned by the milter's user works; a socket in a group-writable
 #      directory is refused by Sendmail itself ("unsafe")
 #
-# Needs root (private namespaces), python3, m4, redis-server and Debian's
-# sendmail-bin and sendmail-cf unpacked by scripts/install-deps.sh; skips
-# (77) without them.  TAP on stdout.  Runs in about 20 s (a Sendmail
+# Needs root (private namespaces), python3, m4, unshare, mount, hostname,
+# redis-server and Debian's sendmail-bin and sendmail-cf unpacked by
+# scripts/install-deps.sh; skips (77) without them, or fails (99) when
+# PM_REQUIRE_SENDMAIL=1.  TAP on stdout.  Runs in about 20 s (a Sendmail
 # session costs about 0.2 s).
 
 # shellcheck source-path=SCRIPTDIR source=scenarios.sh
@@ -42,7 +44,34 @@ echo "# $(paste -sd ' ' "$PM_SENDMAIL_ROOT/.complete" 2>/dev/null)"
 scenarios_run
 
 MAIN_CF=$SM_CF
-DEAD_PORT=$(pm_free_ports 1)    # nothing listens there
+
+# A port of 127.0.0.1 that refuses connections, below the ephemeral range:
+# a connection from an ephemeral port to that same port would succeed
+# (TCP simultaneous open).
+dead_port() {
+	python3 - <<'PY'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+for p in random.sample(range(20000, low if low > 21000 else 32768), 200):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect(("127.0.0.1", p))
+    except ConnectionRefusedError:
+        print(p)
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+PY
+}
+DEAD_PORT=$(dead_port)
+[ -n "$DEAD_PORT" ] || pm_bail "no port of 127.0.0.1 below the ephemeral range refuses connections"
+echo "# dead port $DEAD_PORT"
 
 # The scenarios ran with README's filter line, but for the socket.
 readme_line=$(grep -m1 '^INPUT_MAIL_FILTER(`policy-milter' "$top_srcdir/README.md")
@@ -70,25 +99,45 @@ assert_eq "quarantine: sendmail -qQ -Q -qI<id> releases it (hf renamed qf)" "qf"
 
 # ------------------------------------------------------------ 1. milter unreachable
 
-# rl@example.org is over its rate limit (scenarios_run left that policy
-# loaded): through the milter it is refused, so an accepted message below
-# was not filtered.
-t=$(mta_session --from rl@example.org)
-assert_reply_match "milter up: rl@example.org still refused (control for the cases below)" \
-	"$t" RCPT 1 '^451 4\.7\.1 Rate limit reached'
+# blocked@example.org is on a block list: through the milter it is always
+# refused, so a message from it accepted below was not filtered.
+conf=$(sc_conf control pmctl: <<'EOF'
+policies = (
+  { name = "blocked-control"; type = "block"; match = "sender";
+    entries = [ "blocked@example.org" ]; action = "reject";
+    reply = "550 5.7.1 Sender ${sender} refused (${policy})"; }
+);
+EOF
+)
+mta_use "milter runs with a block list that always refuses blocked@example.org" "$conf"
+BLOCKED_NO=$(mta_refusal blocked@example.org \
+	'550 5.7.1 Sender blocked@example.org refused (blocked-control)')
+t=$(mta_session --from blocked@example.org)
+assert_reply "milter up: blocked@example.org refused at MAIL FROM (control for the cases below)" \
+	"$t" MAIL 1 "$BLOCKED_NO"
 
 SM_CF=$SM_DIR/down-T.cf
 sendmail_cf "$SM_CF" --socket "inet:$DEAD_PORT@127.0.0.1" --flags T
-t=$(mta_session --from rl@example.org)
+t=$(mta_session --from blocked@example.org)
 assert_reply_match "milter down, F=T: banner 220" "$t" CONNECT 1 "$(mta_banner_re)"
 assert_reply "milter down, F=T: MAIL FROM tempfailed (451 4.3.2)" "$t" MAIL 1 \
 	'451 4.3.2 Please try again later'
 
+# F=R: Sendmail's own 554 banner; EHLO, HELO, NOOP, RSET and QUIT get their
+# usual replies (EHLO offering no extension but ENHANCEDSTATUSCODES), MAIL
+# (and RCPT, DATA, VRFY, EXPN, ETRN, VERB, HELP, AUTH, STARTTLS) gets
+# "550 5.0.0 Command rejected".
 SM_CF=$SM_DIR/down-R.cf
 sendmail_cf "$SM_CF" --socket "inet:$DEAD_PORT@127.0.0.1" --flags R
-t=$(mta_session --from rl@example.org)
+t=$(mta_session --from blocked@example.org --before-mail NOOP --before-mail RSET)
 assert_reply "milter down, F=R: the banner is a 554" "$t" CONNECT 1 \
 	'554 mx.test.example ESMTP not accepting messages'
+assert_eq "milter down, F=R: EHLO answered 250 as usual" \
+	"$(mta_ehlo_first)" "$(mta_ehlo_greeting "$t")" "$t"
+assert_eq "milter down, F=R: EHLO offers no extension but ENHANCEDSTATUSCODES" \
+	ENHANCEDSTATUSCODES "$(mta_ehlo_ext "$t")" "$t"
+assert_reply "milter down, F=R: NOOP answered as usual" "$t" OTHER 1 "$(mta_noop_ok)"
+assert_reply "milter down, F=R: RSET answered as usual" "$t" RSET 1 "$(mta_rset_ok)"
 assert_reply "milter down, F=R: MAIL FROM rejected (550 5.0.0)" "$t" MAIL 1 \
 	'550 5.0.0 Command rejected'
 
@@ -96,9 +145,9 @@ SM_CF=$SM_DIR/down-none.cf
 sendmail_cf "$SM_CF" --socket "inet:$DEAD_PORT@127.0.0.1" --flags ''
 assert_true "no F= flag: the filter line has no F=" \
 	grep -qx "Xpolicy-milter, S=inet:$DEAD_PORT@127.0.0.1, T=C:10s;S:10s;R:10s;E:1m" "$SM_CF"
-t=$(mta_session --from rl@example.org)
-assert_reply_match "milter down, no F= flag: the message is accepted unfiltered" "$t" DOT 1 \
-	"$(mta_queued_re)"
+t=$(mta_session --from blocked@example.org)
+assert_reply_match "milter down, no F= flag: the message from blocked@example.org is accepted unfiltered" \
+	"$t" DOT 1 "$(mta_queued_re)"
 
 # ------------------------------------------------------------ 2. milter hangs
 
@@ -115,9 +164,9 @@ assert_reply "milter hangs (SIGSTOP), T=R:1s, F=T: MAIL FROM tempfailed" "$t" MA
 between() { [ "$1" -ge "$2" ] && [ "$1" -lt "$3" ]; }
 assert_true "milter hangs: the session took 1-5 s (R:1s; took ${ms} ms)" between "$ms" 1000 5000
 SM_CF=$MAIN_CF
-t=$(mta_session --from rl@example.org)
-assert_reply_match "milter continued (SIGCONT): it answers again" "$t" RCPT 1 \
-	'^451 4\.7\.1 Rate limit reached'
+t=$(mta_session --from blocked@example.org)
+assert_reply "milter continued (SIGCONT): it answers again (blocked@example.org refused)" \
+	"$t" MAIL 1 "$BLOCKED_NO"
 
 # ------------------------------------------------------------ 3. no confMILTER_MACROS lines
 
@@ -213,9 +262,15 @@ until [ -S "$SOCK_DIR/milter.sock" ] || [ "$i" -ge 100 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
-sleep 0.2       # the socket exists before its owner and mode are set
-assert_eq "unix socket: mode 0600, owned by nobody" "srw------- nobody" \
-	"$(stat -c '%A %U' "$SOCK_DIR/milter.sock" 2>&1)" "$(cat "$PM_TMP/milter-unix.log")"
+# The socket exists before its owner and mode are set: up to 5 s more.
+i=0
+until mode=$(stat -c '%A %U' "$SOCK_DIR/milter.sock" 2>&1) &&
+	[ "$mode" = "srw------- nobody" ] || [ "$i" -ge 50 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+assert_eq "unix socket: mode 0600, owned by nobody" "srw------- nobody" "$mode" \
+	"$(cat "$PM_TMP/milter-unix.log")"
 SM_CF=$SM_DIR/unix.cf
 sendmail_cf "$SM_CF" --socket local:/srv/milter.sock
 SM_SRV=$SOCK_DIR
@@ -229,7 +284,23 @@ assert_reply_match "unix socket in a group-writable directory: Sendmail refuses 
 	"^451 4\\.0\\.0 .*: Xpolicy-milter: local socket name /srv/milter\\.sock unsafe: Group writable directory$"
 SM_SRV=
 SM_CF=$MAIN_CF
-kill -TERM "$UNIX_PID" 2>/dev/null
 
+# Both milters get SIGTERM and stop side by side.
+kill -TERM "$UNIX_PID" 2>/dev/null
 assert_milter_stop "SIGTERM: the milter exits with status 0 after every scenario"
+if pm_wait_gone "$UNIX_PID" 100; then
+	wait "$UNIX_PID"
+	rc=$?
+else
+	kill -KILL "$UNIX_PID" 2>/dev/null
+	wait "$UNIX_PID" 2>/dev/null
+	rc="no exit within 10 s of SIGTERM (killed)"
+fi
+MTA_EXTRA_PIDS=${MTA_EXTRA_PIDS/ $UNIX_PID/}
+assert_eq "unix-socket milter: SIGTERM, exit status 0" 0 "$rc" \
+	"$(tail -n 30 "$PM_TMP/milter-unix.log")"
+assert_eq "unix-socket milter: no sanitizer report in its log" "" \
+	"$(grep -E 'AddressSanitizer|LeakSanitizer|runtime error' "$PM_TMP/milter-unix.log" | head -n 20)"
+
+mta_assert_no_sanitizer_reports
 pm_finish

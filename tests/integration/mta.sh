@@ -28,11 +28,18 @@
 # Debian's sendmail-cf files; queue, pid and statistics files live in
 # $PM_TMP/sendmail.  Each session is one "sendmail -bs" run in a private UTS
 # and mount namespace (unshare -u -m) whose host name is mx.test.example and
-# whose /etc/hosts resolves it: without a resolvable fully qualified name
-# Sendmail waits 60 s before its banner.  The same namespace bind-mounts a
-# Sendmail.conf for Cyrus SASL over /usr/lib/sasl2 (and /etc/sasl2 if it
-# exists) and, on request, a socket directory over /srv.  Nothing on the
-# host changes.
+# whose /etc/hosts resolves it (IPv4 and IPv6): without a resolvable fully
+# qualified name Sendmail waits 60 s before its banner.  No session asks
+# the host's DNS resolver (a slow one would stall it): the .cf makes
+# Sendmail look host names up in files only (its own service switch file,
+# "hosts files": no MX, A or AAAA query for the domains of the addresses),
+# without canonifying them (nocanonify, no search list), and the
+# namespace's /etc/resolv.conf names only 127.0.0.1, where nothing answers
+# DNS (a query would be refused at once), and hides nscd's socket (an nscd
+# of the host would resolve with the host's files and resolver).  The same
+# namespace bind-mounts a Sendmail.conf for Cyrus SASL over /usr/lib/sasl2
+# (and /etc/sasl2 if it exists) and, on request, a socket directory over
+# /srv.  Nothing on the host changes.
 #
 # Sendmail's stdin and stdout are one end of a TCP connection on loopback
 # (as inetd would run "sendmail -bs"): Sendmail then reads the client's
@@ -70,6 +77,17 @@ mta_skip() {    # mta_skip REASON : the whole test is skipped (automake: 77)
 	exit 77
 }
 
+# A Sendmail test that cannot run: skipped (77), or, with
+# PM_REQUIRE_SENDMAIL=1 (scripts/run-tests.sh sets it), a hard error
+# (automake: 99), so that CI never passes without running it.
+mta_sm_skip() {  # mta_sm_skip REASON
+	if [ "${PM_REQUIRE_SENDMAIL:-0}" = 1 ]; then
+		echo "Bail out! PM_REQUIRE_SENDMAIL=1 but the Sendmail test cannot run: $1"
+		exit 99
+	fi
+	mta_skip "$1"
+}
+
 # Is Debian's Sendmail unpacked where the tests look for it?
 mta_sendmail_present() {
 	[ -x "$SM_BIN" ] && [ -f "$SM_CFDIR/m4/cf.m4" ]
@@ -90,24 +108,36 @@ mta_cleanup() {
 	MTA_EXTRA_PIDS=
 }
 
+mta_trap() {
+	# shellcheck disable=SC2154 # pm_rc is assigned inside the trap
+	trap 'pm_rc=$?; mta_cleanup; pm_cleanup; exit $pm_rc' EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
 # The temporary directory, the trap and the ports.  For Postfix that is
 # lib.sh's pm_setup; Sendmail needs neither Postfix nor swaks, so it does
 # the same steps with its own list of requirements.
 mta_setup() {   # mta_setup postfix|sendmail
+	local t
 	MTA=$1
 	case $MTA in
 	postfix)
 		pm_setup
+		mta_trap
 		;;
 	sendmail)
-		pm_need python3 redis-server redis-cli unshare m4
-		[ "$(id -u)" = 0 ] || mta_skip "Sendmail in a private namespace needs root"
+		for t in python3 redis-server redis-cli unshare mount hostname m4; do
+			command -v "$t" >/dev/null 2>&1 || mta_sm_skip "$t is not installed"
+		done
+		[ "$(id -u)" = 0 ] || mta_sm_skip "Sendmail in a private namespace needs root"
 		[ -x "$PM_MILTER_BIN" ] || mta_skip "$PM_MILTER_BIN is not built"
-		mta_sendmail_present || mta_skip "Debian's Sendmail is not unpacked in \
+		mta_sendmail_present || mta_sm_skip "Debian's Sendmail is not unpacked in \
 $PM_SENDMAIL_ROOT (run scripts/install-deps.sh as root, or set PM_SENDMAIL_ROOT)"
 		unshare -u -m true 2>/dev/null ||
-			mta_skip "unshare -u -m does not work here (no private namespaces)"
+			mta_sm_skip "unshare -u -m does not work here (no private namespaces)"
 		PM_TMP=$(mktemp -d "${TMPDIR:-/tmp}/pm-it.XXXXXX") || pm_bail "mktemp failed"
+		mta_trap        # from here on a bail-out removes $PM_TMP
 		chmod 755 "$PM_TMP"     # the milter may run as nobody (socket tests)
 		local ports
 		ports=$(pm_free_ports 1) || pm_bail "cannot find a free port"
@@ -121,10 +151,6 @@ $PM_SENDMAIL_ROOT (run scripts/install-deps.sh as root, or set PM_SENDMAIL_ROOT)
 		pm_bail "mta_setup: unknown MTA '$MTA'"
 		;;
 	esac
-	# shellcheck disable=SC2154 # pm_rc is assigned inside the trap
-	trap 'pm_rc=$?; mta_cleanup; pm_cleanup; exit $pm_rc' EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
 }
 
 # ---------------------------------------------------------------- Sendmail
@@ -168,6 +194,11 @@ sendmail_cf() {
 		echo "define(\`confAUTH_MECHANISMS', \`PLAIN')dnl"
 		echo "FEATURE(\`accept_unresolvable_domains')dnl"
 		echo "FEATURE(\`accept_unqualified_senders')dnl"
+		# no DNS: host names from files only, addresses not canonified,
+		# names not searched
+		echo "define(\`confSERVICE_SWITCH_FILE', \`$SM_DIR/service.switch')dnl"
+		echo "FEATURE(\`nocanonify')dnl"
+		echo "define(\`confBIND_OPTS', \`-DNSRCH -DEFNAMES')dnl"
 		if [ "$macros" = no ]; then
 			for m in CONNECT HELO ENVFROM ENVRCPT DATA EOH EOM; do
 				echo "define(\`confMILTER_MACROS_$m', \`')dnl"
@@ -180,14 +211,18 @@ sendmail_cf() {
 	m4 "$out.mc" >"$out" 2>"$out.m4err" || { cat "$out.m4err" >&2; return 1; }
 }
 
-# The files every Sendmail session needs: /etc/hosts for the namespace,
-# Cyrus SASL's Sendmail.conf (PLAIN, checked by the saslauthd stand-in),
-# the default .cf.
+# The files every Sendmail session needs: /etc/hosts and /etc/resolv.conf
+# for the namespace, Sendmail's service switch (no DNS), Cyrus SASL's
+# Sendmail.conf (PLAIN, checked by the saslauthd stand-in), the default .cf.
 sendmail_prepare() {
-	mkdir -p "$SM_DIR/sasl"
-	chmod 755 "$SM_DIR" "$SM_DIR/sasl"
-	printf '127.0.0.1 localhost mx.test.example mx\n::1 localhost ip6-localhost\n' \
+	mkdir -p "$SM_DIR/sasl" "$SM_DIR/empty"
+	chmod 755 "$SM_DIR" "$SM_DIR/sasl" "$SM_DIR/empty"
+	printf '127.0.0.1 localhost mx.test.example mx\n::1 localhost ip6-localhost mx.test.example mx\n' \
 		>"$SM_DIR/hosts"
+	# nothing listens on 127.0.0.1:53: a DNS query is refused at once
+	printf 'nameserver 127.0.0.1\n' >"$SM_DIR/resolv.conf"
+	printf 'hosts\tfiles\naliases\tfiles\n' >"$SM_DIR/service.switch"
+	chmod 644 "$SM_DIR/hosts" "$SM_DIR/resolv.conf" "$SM_DIR/service.switch"
 	MTA_AUTH_SOCK=$SM_DIR/saslauthd.mux
 	cat >"$SM_DIR/sasl/Sendmail.conf" <<EOF
 pwcheck_method: saslauthd
@@ -200,21 +235,25 @@ EOF
 }
 
 # The shell that runs Sendmail inside the private namespace.
-# $1 hosts file, $2 sendmail, $3 .cf, $4 SASL config dir, $5 dir for /srv
-# (or empty), then Sendmail's arguments.
+# $1 $SM_DIR (hosts, resolv.conf, sasl/, empty/), $2 sendmail, $3 .cf, $4
+# dir for /srv (or empty), then Sendmail's arguments.  A missing (or
+# dangling) /etc/resolv.conf is left alone: the resolver then asks
+# 127.0.0.1 anyway.
 # shellcheck disable=SC2016 # expanded by that shell
 SM_NS_SCRIPT='hostname mx.test.example &&
-mount --bind "$1" /etc/hosts &&
-{ [ ! -d /usr/lib/sasl2 ] || mount --bind "$4" /usr/lib/sasl2; } &&
-{ [ ! -d /etc/sasl2 ] || mount --bind "$4" /etc/sasl2; } &&
-{ [ -z "$5" ] || mount --bind "$5" /srv; } &&
-bin=$2 cf=$3 && shift 5 && exec "$bin" -C "$cf" "$@"'
+mount --bind "$1/hosts" /etc/hosts &&
+{ [ ! -e /etc/resolv.conf ] || mount --bind "$1/resolv.conf" /etc/resolv.conf; } &&
+{ [ ! -d /var/run/nscd ] || mount --bind "$1/empty" /var/run/nscd; } &&
+{ [ ! -d /usr/lib/sasl2 ] || mount --bind "$1/sasl" /usr/lib/sasl2; } &&
+{ [ ! -d /etc/sasl2 ] || mount --bind "$1/sasl" /etc/sasl2; } &&
+{ [ -z "$4" ] || mount --bind "$4" /srv; } &&
+bin=$2 cf=$3 && shift 4 && exec "$bin" -C "$cf" "$@"'
 
 # Run Sendmail with ARGS (mailq -bp, queue commands) in the same kind of
 # namespace as the sessions, with the current .cf.
 sendmail_cmd() {  # sendmail_cmd ARGS...
-	unshare -u -m sh -c "$SM_NS_SCRIPT" sh "$SM_DIR/hosts" "$SM_BIN" "$SM_CF" \
-		"$SM_DIR/sasl" "${SM_SRV:-}" "$@"
+	unshare -u -m sh -c "$SM_NS_SCRIPT" sh "$SM_DIR" "$SM_BIN" "$SM_CF" \
+		"${SM_SRV:-}" "$@"
 }
 
 # ---------------------------------------------------------------- both
@@ -324,11 +363,14 @@ PY
 	done
 }
 
-# mta_session [--helo NAME] [--auth USER] [--from ADDR] [--to ADDR]...
-#             [--size N] [--body-bytes N] [--quit-after CONNECT|EHLO|MAIL|RCPT]
+# mta_session [--helo NAME] [--auth USER] [--before-mail CMD]... [--from ADDR]
+#             [--to ADDR]... [--size N] [--body-bytes N]
+#             [--quit-after CONNECT|EHLO|MAIL|RCPT]
 # One SMTP session with the MTA under test; prints the transcript.  Flow:
 # banner; EHLO (also after a refusing banner: the tests show what the MTA
-# does next); AUTH PLAIN with the password "secret" if --auth; MAIL FROM
+# does next); AUTH PLAIN with the password "secret" if --auth; each
+# --before-mail command (NOOP, RSET, ...: smtp_reply's stage OTHER, RSET),
+# whatever its reply; MAIL FROM
 # (with SIZE=N if --size); QUIT after a refused MAIL; one RCPT per --to;
 # QUIT when none was accepted; DATA and a message of --body-bytes octets
 # (default 100) as CRLF lines; QUIT.  A server that closes the connection
@@ -339,8 +381,8 @@ mta_session() {
 	case $MTA in
 	postfix) target=(tcp "$SMTP_PORT") ;;
 	sendmail)
-		target=("sendmail-$MTA_SM_MODE" "$SM_NS_SCRIPT" "$SM_DIR/hosts" "$SM_BIN"
-			"$SM_CF" "$SM_DIR/sasl" "${SM_SRV:-}" -bs)
+		target=("sendmail-$MTA_SM_MODE" "$SM_NS_SCRIPT" "$SM_DIR" "$SM_BIN"
+			"$SM_CF" "${SM_SRV:-}" -bs)
 		;;
 	esac
 	python3 - "${target[@]}" -- "$@" 2>>"$PM_TMP/client.err" <<'PY'
@@ -352,10 +394,13 @@ target, args = argv[:sep], argv[sep + 1:]
 opts = {"--helo": "client.test.example", "--auth": "", "--from": "sender@example.org",
         "--size": "", "--body-bytes": "100", "--quit-after": ""}
 rcpts = []
+before_mail = []
 i = 0
 while i < len(args):
     if args[i] == "--to":
         rcpts.append(args[i + 1])
+    elif args[i] == "--before-mail":
+        before_mail.append(args[i + 1])
     elif args[i] in opts:
         opts[args[i]] = args[i + 1]
     else:
@@ -456,6 +501,8 @@ def session():
         out.write(" -> AUTH PLAIN %s\n" % tok)
         send(("AUTH PLAIN %s\r\n" % tok).encode())
         reply()
+    for c in before_mail:
+        cmd(c)
     mail = "MAIL FROM:<%s>" % opts["--from"]
     if opts["--size"]:
         mail += " SIZE=" + opts["--size"]
@@ -507,9 +554,19 @@ PY
 # the daemon to say it took it: one daemon for the whole list of scenarios
 # (a libmilter daemon takes seconds to stop once it has served a session).
 # The daemon reads $PM_TMP/milter.conf, a copy of the scenario's file.
+# A daemon that died since the previous call is a failure (reported with
+# its exit status and log), and a new one is started for what follows.
 mta_use() {     # mta_use DESC CONF
-	local before i=0 live=$PM_TMP/milter.conf
+	local before i=0 live=$PM_TMP/milter.conf rc
 	cp "$2" "$live.new" && mv "$live.new" "$live"
+	if [ -n "${MILTER_PID:-}" ] && ! milter_alive; then
+		wait "$MILTER_PID"
+		rc=$?
+		pm_not_ok "$1: the milter of the previous scenarios is still running" \
+			"it exited with status $rc; milter log ($MILTER_LOG):" \
+			"$(tail -n 30 "$MILTER_LOG" 2>/dev/null)"
+		MILTER_PID=
+	fi
 	if ! milter_alive; then
 		assert_milter_start "$1" "$live"
 		return
@@ -552,6 +609,39 @@ mta_banner_re() {
 	case $MTA in
 	postfix) echo '^220 mx\.test\.example ESMTP Postfix$' ;;
 	sendmail) echo '^220 mx\.test\.example ESMTP Sendmail 8\.17\.[0-9.]+/8\.17\.[0-9.]+; .+$' ;;
+	esac
+}
+
+# The first line of the reply to EHLO from 127.0.0.1 (not over pipes), as
+# the MTA sends it; mta_ehlo_greeting picks it from a transcript.
+mta_ehlo_first() {
+	case $MTA in
+	postfix) echo '250-mx.test.example' ;;
+	sendmail) echo '250-mx.test.example Hello localhost [127.0.0.1], pleased to meet you' ;;
+	esac
+}
+
+mta_ehlo_greeting() {  # mta_ehlo_greeting TRANSCRIPT [N]
+	smtp_reply "$1" EHLO "${2:-1}" | head -n 1
+}
+
+# The extensions an EHLO reply offers (its lines after the first, without
+# "250-"/"250 "), joined with "|"; empty for a one-line or missing reply.
+mta_ehlo_ext() {  # mta_ehlo_ext TRANSCRIPT [N]
+	smtp_reply "$1" EHLO "${2:-1}" | sed -n '2,$s/^250[- ]//p' | paste -sd '|'
+}
+
+mta_noop_ok() {  # the reply to NOOP
+	case $MTA in
+	postfix) echo '250 2.0.0 Ok' ;;
+	sendmail) echo '250 2.0.0 OK' ;;
+	esac
+}
+
+mta_rset_ok() {  # the reply to RSET
+	case $MTA in
+	postfix) echo '250 2.0.0 Ok' ;;
+	sendmail) echo '250 2.0.0 Reset state' ;;
 	esac
 }
 
@@ -620,10 +710,16 @@ mta_refusal() {  # mta_refusal ADDR REPLY [LINE...]
 # What happened to an accepted message: delivered (Postfix: delivered to
 # every recipient; Sendmail: in its queue, which this test never runs),
 # discarded (gone), held (Postfix's hold queue, Sendmail's quarantine),
-# or "unknown" with the evidence on standard error.  Waits up to 5 s for
-# Postfix, which delivers asynchronously.
+# or "unknown" with the evidence on standard error (also when QUEUE-ID is
+# empty: no message was accepted).  Waits up to 5 s for Postfix, which
+# delivers asynchronously.
 mta_message_fate() {  # mta_message_fate QUEUE-ID
-	local q=${1:-none} i=0
+	local q=$1 i=0
+	if [ -z "$q" ]; then
+		echo "mta_message_fate: no queue id" >&2
+		echo unknown
+		return
+	fi
 	case $MTA in
 	postfix)
 		while [ "$i" -lt 50 ]; do
@@ -685,4 +781,21 @@ mta_quarantine_reason() {  # mta_quarantine_reason QUEUE-ID
 	postfix) grep -F "$q: milter-hold:" "$PF_MAILLOG" ;;
 	sendmail) sed -n 's/^q//p' "$SM_DIR/mqueue/hf$q" 2>/dev/null ;;
 	esac
+}
+
+# ---------------------------------------------------------------- at the end
+
+# No milter started by the test (a new one after a crash, the unix-socket
+# one, ...) logged a sanitizer report, also those no longer running.
+mta_assert_no_sanitizer_reports() {
+	local logs=() f hits
+	for f in "$PM_TMP"/milter*.log; do
+		[ -f "$f" ] && logs+=("$f")
+	done
+	if [ "${#logs[@]}" -eq 0 ]; then
+		hits="no milter log in $PM_TMP"
+	else
+		hits=$(grep -EH 'AddressSanitizer|LeakSanitizer|runtime error' "${logs[@]}" | head -n 20)
+	fi
+	assert_eq "no sanitizer report in any milter log (${#logs[@]}: ${logs[*]##*/})" "" "$hits"
 }

@@ -263,28 +263,32 @@ EOF
 		'policy=dry-senders stage=mail action=reject dry_run=yes .*reply="550 5\.7\.1 Would refuse dry@example\.org"' \
 		"$MILTER_LOG"
 
+	# The EHLO reply of a session the milter does not refuse offers AUTH
+	# (control for the refusals below, which offer no extension but one).
+	assert_match "EHLO, control: a client the milter does not refuse is offered AUTH PLAIN" \
+		'(^|\|)AUTH PLAIN(\||$)' "$(mta_ehlo_ext "$t")" "$t"
+
 	# helo: refused at HELO, seen by the client at the next command the MTA
 	# lets the milter answer
-	t=$(mta_session --helo bad-helo.example)
+	t=$(mta_session --helo bad-helo.example --before-mail NOOP --before-mail RSET)
 	sc_helo_refusal "$t" '550 5.7.1 HELO name not accepted (blocked-helos)'
 }
 
 # What a milter's 5xx at HELO looks like: both MTAs answer EHLO with 250
 # and send the milter's reply, unchanged (Sendmail adds no address: none
 # has been parsed yet), to MAIL FROM, as Postfix does with
-# smtpd_delay_reject.  Sendmail's EHLO reply then lists no extension but
-# ENHANCEDSTATUSCODES (no SIZE, no AUTH, no PIPELINING).
+# smtpd_delay_reject, also after an RSET.  Both EHLO replies then offer no
+# extension but ENHANCEDSTATUSCODES (no SIZE, no AUTH, no PIPELINING);
+# NOOP and RSET get their usual replies.
 sc_helo_refusal() {  # sc_helo_refusal TRANSCRIPT REPLY
-	case $MTA in
-	postfix)
-		assert_reply_match "block helo: EHLO answered 250" "$1" EHLO 1 '^250-mx\.test\.example'
-		;;
-	sendmail)
-		assert_reply "block helo: EHLO answered 250, with no extension but ENHANCEDSTATUSCODES" \
-			"$1" EHLO 1 $'250-mx.test.example Hello localhost [127.0.0.1], pleased to meet you\n250 ENHANCEDSTATUSCODES'
-		;;
-	esac
-	assert_reply "block helo: MAIL FROM gets the milter's reply as it is" "$1" MAIL 1 "$2"
+	assert_eq "block helo: EHLO answered 250 as usual" \
+		"$(mta_ehlo_first)" "$(mta_ehlo_greeting "$1")" "$1"
+	assert_eq "block helo: EHLO offers no extension but ENHANCEDSTATUSCODES" \
+		ENHANCEDSTATUSCODES "$(mta_ehlo_ext "$1")" "$1"
+	assert_reply "block helo: NOOP answered as usual" "$1" OTHER 1 "$(mta_noop_ok)"
+	assert_reply "block helo: RSET answered as usual" "$1" RSET 1 "$(mta_rset_ok)"
+	assert_reply "block helo: MAIL FROM (after RSET) gets the milter's reply as it is" \
+		"$1" MAIL 1 "$2"
 }
 
 # ------------------------------------------------------------ client blocks (connect)
@@ -300,27 +304,39 @@ policies = (
 EOF
 )
 	mta_use "milter runs with a client block list (554)" "$conf" || return
-	t=$(mta_session)
+	t=$(mta_session --before-mail NOOP --before-mail RSET)
 	assert_grep "client block: decision logged at connect with the milter's reply" \
 		"$(mta_decision_re blocked-clients connect reject '554 5.7.1 Client 127.0.0.1 refused')" \
 		"$MILTER_LOG"
 	# A 5xx at connect: neither MTA shows the milter's text in its banner.
-	# Postfix sends its own 554 banner, answers EHLO, then refuses MAIL
-	# with the milter's reply; Sendmail sends its own 554 banner and
-	# refuses every later command with its own "550 5.0.0 Command rejected".
+	# Both send their own 554 banner, answer EHLO with 250 offering no
+	# extension but ENHANCEDSTATUSCODES, and NOOP and RSET as usual; then
+	# Postfix refuses MAIL with the milter's reply, Sendmail with its own
+	# "550 5.0.0 Command rejected" (as it does MAIL, RCPT, DATA, VRFY,
+	# EXPN, ETRN, VERB, HELP, AUTH, STARTTLS).
 	case $MTA in
 	postfix)
 		assert_reply "client block 554: Postfix's own 554 banner" "$t" CONNECT 1 \
 			'554 mx.test.example ESMTP not accepting connections'
-		assert_reply_match "client block 554: EHLO still answered 250" "$t" EHLO 1 \
-			'^250-mx\.test\.example'
-		assert_reply "client block 554: MAIL FROM gets the milter's reply" "$t" MAIL 1 \
-			'554 5.7.1 Client 127.0.0.1 refused'
 		;;
 	sendmail)
 		assert_reply "client block 554: Sendmail's own 554 banner" "$t" CONNECT 1 \
 			'554 mx.test.example ESMTP not accepting messages'
-		assert_reply "client block 554: Sendmail refuses MAIL FROM" "$t" MAIL 1 \
+		;;
+	esac
+	assert_eq "client block 554: EHLO still answered 250" \
+		"$(mta_ehlo_first)" "$(mta_ehlo_greeting "$t")" "$t"
+	assert_eq "client block 554: EHLO offers no extension but ENHANCEDSTATUSCODES" \
+		ENHANCEDSTATUSCODES "$(mta_ehlo_ext "$t")" "$t"
+	assert_reply "client block 554: NOOP answered as usual" "$t" OTHER 1 "$(mta_noop_ok)"
+	assert_reply "client block 554: RSET answered as usual" "$t" RSET 1 "$(mta_rset_ok)"
+	case $MTA in
+	postfix)
+		assert_reply "client block 554: MAIL FROM gets the milter's reply" "$t" MAIL 1 \
+			'554 5.7.1 Client 127.0.0.1 refused'
+		;;
+	sendmail)
+		assert_reply "client block 554: Sendmail refuses MAIL FROM with its own 550" "$t" MAIL 1 \
 			'550 5.0.0 Command rejected'
 		;;
 	esac
