@@ -69,6 +69,24 @@ report_at(struct loader *ld, const config_setting_t *s, bool is_error,
 	ld->report(ld->arg, is_error, msg);
 }
 
+/* The member field of s (element index of it unless -1), for its line;
+ * s itself when there is none.  (libconfig dates a list element by the
+ * token after it: the last element of a list written one a line is
+ * reported on the line of the closing bracket.) */
+static const config_setting_t *
+setting_at(const config_setting_t *s, const char *field, int index)
+{
+	config_setting_t *m = field != NULL ? config_setting_get_member(s, field) : NULL;
+	config_setting_t *e;
+
+	if (m == NULL)
+		return s;
+	if (index >= 0 && config_setting_is_aggregate(m) &&
+	    (e = config_setting_get_elem(m, (unsigned)index)) != NULL)
+		return e;
+	return m;
+}
+
 #define ERR(ld, s, ...)  report_at((ld), (s), true, __VA_ARGS__)
 #define WARN(ld, s, ...) report_at((ld), (s), false, __VA_ARGS__)
 
@@ -749,9 +767,9 @@ parse_policy(struct loader *ld, const config_setting_t *s, struct cfg_policy *p,
 		return -1;
 	parse_fields(ld, s, where, p->type->fields, p->settings);
 	if (ld->errors == before && p->type->validate != NULL) {
-		char why[512];
-		if (p->type->validate(p->settings, why, sizeof(why)) != 0)
-			ERR(ld, s, "%s: %s", where, why);
+		struct policy_invalid inv = { "", NULL, -1 };
+		if (p->type->validate(p->settings, &inv) != 0)
+			ERR(ld, setting_at(s, inv.field, inv.index), "%s: %s", where, inv.why);
 	}
 	/* The time first: a write during the read is then seen as a change. */
 	if (ld->errors == before && p->type->watch_file != NULL &&

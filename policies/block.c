@@ -67,14 +67,17 @@ static const struct policy_field block_fields[] = {
 };
 
 static int
-block_validate(void *settings, char *why, size_t whylen)
+block_validate(void *settings, struct policy_invalid *inv)
 {
+	char *why = inv->why;
+	size_t whylen = sizeof(inv->why);
 	struct block_settings *s = settings;
 	size_t i;
 
 	for (i = 0; i < BM_COUNT && strcmp(s->match, matches[i].name) != 0; i++)
 		;
 	if (i == BM_COUNT) {
+		inv->field = "match";
 		snprintf(why, whylen, "match must be one of sender, sender_domain, client, "
 		    "helo, rcpt, rcpt_domain, sasl_user, not \"%s\"", s->match);
 		return -1;
@@ -89,8 +92,10 @@ block_validate(void *settings, char *why, size_t whylen)
 		return -1;
 	}
 	for (size_t e = 0; e < s->entries.n; e++) {
-		char reason[512];
+		char reason[sizeof(inv->why) - 16];
 		if (matcher_add(s->m, s->entries.v[e], reason, sizeof(reason)) != 0) {
+			inv->field = "entries";
+			inv->index = (int)e;
 			snprintf(why, whylen, "entries: %s", reason);
 			return -1;
 		}

@@ -103,6 +103,14 @@ struct policy_members {
 	char buf[POLICY_MEMBERS_BUF];
 };
 
+/* Why validate refused the settings, and where: the setting named field
+ * (NULL: the policy as a whole), and its element index (-1: the setting). */
+struct policy_invalid {
+	char why[512];
+	const char *field;
+	int index;
+};
+
 /* Kinds of setting a policy type may declare. */
 enum policy_field_kind {
 	PF_INT,        /* long long, within [min, max] */
@@ -132,8 +140,9 @@ struct policy_type {
 	unsigned needs;                         /* stages whose data it reads (counts, bytes) */
 	size_t settings_size;                   /* zeroed, then filled from fields */
 	const struct policy_field *fields;      /* terminated by { NULL } */
-	/* Cross-field checks after parsing; 0, or -1 with why.  May be NULL. */
-	int (*validate)(void *settings, char *why, size_t whylen);
+	/* Cross-field checks after parsing; 0, or -1 with why filled in.  May
+	 * be NULL. */
+	int (*validate)(void *settings, struct policy_invalid *why);
 	/* Free what validate or the strings allocated (not the struct).  May be NULL. */
 	void (*free_settings)(void *settings);
 	/* When set, the stages this policy decides at, and in *needs those

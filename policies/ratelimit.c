@@ -63,8 +63,10 @@ static const struct policy_field ratelimit_fields[] = {
 };
 
 static int
-ratelimit_validate(void *settings, char *why, size_t whylen)
+ratelimit_validate(void *settings, struct policy_invalid *inv)
 {
+	char *why = inv->why;
+	size_t whylen = sizeof(inv->why);
 	struct ratelimit_settings *s = settings;
 	static const char *const units[] = { "messages", "recipients", "bytes" };
 	size_t u;
@@ -72,12 +74,14 @@ ratelimit_validate(void *settings, char *why, size_t whylen)
 	for (u = 0; u < 3 && strcmp(s->count, units[u]) != 0; u++)
 		;
 	if (u == 3) {
+		inv->field = "count";
 		snprintf(why, whylen, "count must be \"messages\", \"recipients\" or "
 		    "\"bytes\", not \"%s\"", s->count);
 		return -1;
 	}
 	s->unit = (enum policy_unit)u;
 	if (s->key.n == 0 || s->key.n > MAX_PARTS) {
+		inv->field = "key";
 		snprintf(why, whylen, "key must name 1 to %d parts", MAX_PARTS);
 		return -1;
 	}
@@ -86,6 +90,8 @@ ratelimit_validate(void *settings, char *why, size_t whylen)
 		for (k = 0; k < KP_COUNT && strcmp(s->key.v[i], part_names[k]) != 0; k++)
 			;
 		if (k == KP_COUNT) {
+			inv->field = "key";
+			inv->index = (int)i;
 			snprintf(why, whylen, "unknown key part \"%s\" (client_ip, "
 			    "client_net, helo, sender, sender_domain, sasl_user, rcpt, "
 			    "rcpt_domain)", s->key.v[i]);
@@ -93,6 +99,8 @@ ratelimit_validate(void *settings, char *why, size_t whylen)
 		}
 		for (size_t j = 0; j < i; j++) {
 			if (s->parts[j] == (enum key_part)k) {
+				inv->field = "key";
+				inv->index = (int)i;
 				snprintf(why, whylen, "key part \"%s\" is named twice",
 				    s->key.v[i]);
 				return -1;

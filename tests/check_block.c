@@ -153,6 +153,14 @@ static const struct {
 	{ "empty entries and no file", NULL,
 	    POL("match = \"sender\"; entries = [ ]; action = \"reject\";"),
 	    false, 2, "a block policy needs entries, a file or redis = true", 1, 0, NULL },
+	{ "inline, one entry a line: the bad entry's own line", NULL,
+	    "policies = ( { name = \"blocked\"; type = \"block\"; match = \"sender\";\n"
+	    "  entries = [\n"
+	    "    \"a@example.com\",\n"
+	    "    \"not an address\",\n"
+	    "    \"@example.org\"\n"
+	    "  ]; action = \"reject\"; } );\n",
+	    false, 5, "entries: \"not an address\" contains white space", 1, 0, NULL },
 	{ "inline: an IP address in a sender list", NULL,
 	    POL("match = \"sender\"; entries = [ \"a@example.com\", \"192.0.2.1\" ]; "
 	    "action = \"reject\";"),
