@@ -134,26 +134,34 @@ block_stages(const void *settings, unsigned *needs)
 	return POLICY_STAGE(matches[s->bm].stage);
 }
 
+/* The part of the message that the policy's match kind compares. */
+static const char *
+value_of(const struct block_settings *s, const struct policy_msg *msg)
+{
+	switch (s->bm) {
+	case BM_SENDER:
+	case BM_SENDER_DOMAIN: return msg->sender;
+	case BM_CLIENT: return msg->client_ip;
+	case BM_HELO: return msg->helo;
+	case BM_RCPT:
+	case BM_RCPT_DOMAIN: return msg->rcpt;
+	case BM_SASL_USER: return msg->sasl_user;
+	case BM_COUNT: break;
+	}
+	return "";
+}
+
 static bool
 block_check(const void *settings, enum policy_stage stage,
     const struct policy_msg *msg, struct policy_hit *hit)
 {
 	const struct block_settings *s = settings;
-	const char *value = "";
+	const char *value;
 
 	(void)stage;
 	hit->limit = 0;
 	hit->limit_is_size = false;
-	switch (s->bm) {
-	case BM_SENDER:
-	case BM_SENDER_DOMAIN: value = msg->sender; break;
-	case BM_CLIENT: value = msg->client_ip; break;
-	case BM_HELO: value = msg->helo; break;
-	case BM_RCPT:
-	case BM_RCPT_DOMAIN: value = msg->rcpt; break;
-	case BM_SASL_USER: value = msg->sasl_user; break;
-	case BM_COUNT: break;
-	}
+	value = value_of(s, msg);
 	/* Nothing to compare (no client address, not authenticated): no match.
 	 * The null sender is "" too, and is matched by "<>". */
 	if (value[0] == '\0' && s->bm != BM_SENDER && s->bm != BM_SENDER_DOMAIN)
@@ -272,7 +280,7 @@ block_members(const void *settings, enum policy_stage stage,
     const struct policy_msg *msg, struct policy_members *out)
 {
 	const struct block_settings *s = settings;
-	const char *value = "", *d;
+	const char *value, *d;
 	char *m;
 	size_t used = 0, len;
 
@@ -280,16 +288,7 @@ block_members(const void *settings, enum policy_stage stage,
 	out->n = 0;
 	if (!s->redis)
 		return 0;
-	switch (s->bm) {
-	case BM_SENDER:
-	case BM_SENDER_DOMAIN: value = msg->sender; break;
-	case BM_CLIENT: value = msg->client_ip; break;
-	case BM_HELO: value = msg->helo; break;
-	case BM_RCPT:
-	case BM_RCPT_DOMAIN: value = msg->rcpt; break;
-	case BM_SASL_USER: value = msg->sasl_user; break;
-	case BM_COUNT: break;
-	}
+	value = value_of(s, msg);
 	if (strlen(value) > POLICY_MEMBER_VALUE_MAX)
 		return 0;
 	if (value[0] == '\0') {

@@ -61,67 +61,11 @@ BANNER='220 mx.test.example ESMTP Postfix'
 CONNECT_REFUSED='554 mx.test.example ESMTP not accepting connections'
 CONNECT_421='421 mx.test.example Service unavailable - try again later'
 
-AUTH_PID=
 AUTH_SOCK=$PM_TMP/dovecot-auth.sock
-
-# shellcheck disable=SC2317 # called from the EXIT trap
-block_cleanup() {
-	if [ -n "$AUTH_PID" ]; then
-		kill "$AUTH_PID" 2>/dev/null
-		wait "$AUTH_PID" 2>/dev/null
-	fi
-}
-trap 'pm_rc=$?; block_cleanup; pm_cleanup; exit $pm_rc' EXIT
 
 # ---------------------------------------------------------------- helpers
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-
-# The stand-in for Dovecot's auth service: PLAIN, password "secret", the
-# user name as the client gave it.
-auth_server_start() {
-	python3 - "$AUTH_SOCK" <<'PY' &
-import base64, os, socket, sys, threading
-
-path = sys.argv[1]
-try:
-    os.unlink(path)
-except FileNotFoundError:
-    pass
-srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-srv.bind(path)
-os.chmod(path, 0o666)
-srv.listen(16)
-
-def answer(req_id, resp):
-    try:
-        parts = base64.b64decode(resp).split(b"\0")
-    except Exception:
-        return "FAIL\t%s\n" % req_id
-    if len(parts) == 3 and parts[2] == b"secret" and parts[1]:
-        return "OK\t%s\tuser=%s\n" % (req_id, parts[1].decode("latin-1"))
-    return "FAIL\t%s\n" % req_id
-
-def serve(conn):
-    with conn:
-        conn.sendall(("VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t%d\nCUID\t1\n"
-                      "COOKIE\t%s\nDONE\n" % (os.getpid(), "0" * 32)).encode())
-        f = conn.makefile("rb")
-        for raw in f:
-            fields = raw.decode("latin-1").rstrip("\n").split("\t")
-            if fields[0] == "AUTH" and len(fields) > 2:
-                resp = [x[5:] for x in fields if x.startswith("resp=")]
-                out = answer(fields[1], resp[0]) if resp else "CONT\t%s\t\n" % fields[1]
-                conn.sendall(out.encode())
-            elif fields[0] == "CONT" and len(fields) > 2:
-                conn.sendall(answer(fields[1], fields[2]).encode())
-
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-PY
-	AUTH_PID=$!
-}
 
 # Reloads are asynchronous: count their outcomes in the milter's log.
 reload_outcomes() {
@@ -172,13 +116,10 @@ row() {  # row LABEL HELO AUTH FROM TO MAIL-REPLY RCPT-REPLY
 # ---------------------------------------------------------------- set-up
 
 redis_start || pm_bail "cannot start Redis"
-postfix_start || pm_bail "cannot start Postfix"
-
 # SASL for the sasl_user cases: Postfix asks the stand-in for Dovecot.
-auth_server_start
-postconf -c "$PF_CONF" -e smtpd_sasl_auth_enable=yes smtpd_sasl_type=dovecot \
-	"smtpd_sasl_path=$AUTH_SOCK" || pm_bail "postconf failed"
-postfix -c "$PF_CONF" reload >/dev/null 2>&1 || pm_bail "postfix reload failed"
+auth_stub_start dovecot "$AUTH_SOCK" || pm_bail "cannot start the stand-in auth service"
+postfix_start smtpd_sasl_auth_enable=yes smtpd_sasl_type=dovecot \
+	"smtpd_sasl_path=$AUTH_SOCK" || pm_bail "cannot start Postfix"
 sasl_offered() {
 	swaks --server "127.0.0.1:$SMTP_PORT" --quit-after EHLO 2>&1 | grep -q '^<-  250-AUTH .*PLAIN'
 }

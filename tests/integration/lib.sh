@@ -203,6 +203,7 @@ pm_cleanup() {
 	fi
 	MILTER_PID=
 	[ -n "${PF_DIR:-}" ] && postfix_stop
+	auth_stub_stop
 	redis_stop
 	redis_reap
 	if [ -n "$PM_TMP" ] && [ -d "$PM_TMP" ]; then
@@ -304,6 +305,96 @@ redis_reap() {   # wait for (or kill) every Redis stopped so far
 		pm_wait_gone "$pid" 50 || kill -KILL "$pid" 2>/dev/null
 	done
 	PM_REDIS_OLD_PIDS=
+}
+
+# A stand-in for the SASL password checker an MTA asks, so that no SASL
+# server needs to be installed: any user name, password "secret".  KIND is
+# dovecot (Dovecot's auth protocol, as Postfix speaks it) or saslauthd (as
+# Cyrus SASL, Sendmail's, speaks it).  Every query is logged to
+# $PM_TMP/auth.log.  pm_cleanup stops it.
+AUTH_STUB_PID=
+auth_stub_start() {  # auth_stub_start dovecot|saslauthd SOCKET
+	local i=0
+	python3 - "$1" "$2" 2>>"$PM_TMP/auth.log" <<'PY' &
+import base64, os, socket, struct, sys, threading
+
+kind, path = sys.argv[1], sys.argv[2]
+try:
+    os.unlink(path)
+except FileNotFoundError:
+    pass
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+os.chmod(path, 0o666)
+srv.listen(16)
+
+def log(text):
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+def saslauthd(conn):
+    # Four strings, each after its length in two octets (network order):
+    # user, password, service, realm.  The answer is one such string.
+    f = conn.makefile("rb")
+    parts = []
+    for _ in range(4):
+        n = f.read(2)
+        if len(n) < 2:
+            return
+        parts.append(f.read(struct.unpack("!H", n)[0]))
+    ok = parts[1] == b"secret" and parts[0] != b""
+    log("saslauthd user=%r %s" % (parts[0], "OK" if ok else "NO"))
+    ans = b"OK" if ok else b"NO authentication failed"
+    conn.sendall(struct.pack("!H", len(ans)) + ans)
+
+def dovecot_answer(req, resp):
+    try:
+        parts = base64.b64decode(resp).split(b"\0")
+    except Exception:
+        return "FAIL\t%s\n" % req
+    ok = len(parts) == 3 and parts[2] == b"secret" and parts[1] != b""
+    log("dovecot user=%r %s" % (parts[1] if len(parts) > 1 else b"", "OK" if ok else "FAIL"))
+    if ok:
+        return "OK\t%s\tuser=%s\n" % (req, parts[1].decode("latin-1"))
+    return "FAIL\t%s\n" % req
+
+def dovecot(conn):
+    # The server side of Dovecot's auth protocol, as much as Postfix uses.
+    conn.sendall(("VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t%d\nCUID\t1\n"
+                  "COOKIE\t%s\nDONE\n" % (os.getpid(), "0" * 32)).encode())
+    for raw in conn.makefile("rb"):
+        f = raw.decode("latin-1").rstrip("\n").split("\t")
+        if f[0] == "AUTH" and len(f) > 2:
+            resp = [x[5:] for x in f if x.startswith("resp=")]
+            out = dovecot_answer(f[1], resp[0]) if resp else "CONT\t%s\t\n" % f[1]
+            conn.sendall(out.encode())
+        elif f[0] == "CONT" and len(f) > 2:
+            conn.sendall(dovecot_answer(f[1], f[2]).encode())
+
+def serve(conn):
+    with conn:
+        try:
+            (saslauthd if kind == "saslauthd" else dovecot)(conn)
+        except OSError:
+            pass
+
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+	AUTH_STUB_PID=$!
+	until [ -S "$2" ]; do
+		[ "$i" -ge 50 ] && return 1
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+auth_stub_stop() {
+	[ -n "$AUTH_STUB_PID" ] || return 0
+	kill "$AUTH_STUB_PID" 2>/dev/null
+	wait "$AUTH_STUB_PID" 2>/dev/null
+	AUTH_STUB_PID=
 }
 
 redis_cli() {    # redis_cli ARGS... : one command to the private Redis
@@ -423,9 +514,13 @@ EOF
 
 # Configure, check and start the instance; wait up to 10 s for its port.
 # Errors go to stderr; a start that fails quietly is explained in the maillog.
-postfix_start() {
+# shellcheck disable=SC2120 # the settings are optional
+postfix_start() {  # postfix_start [NAME=VALUE...] : extra main.cf settings
 	local i=0
 	postfix_configure
+	if [ $# -gt 0 ]; then
+		postconf -c "$PF_CONF" -e "$@" || return 1
+	fi
 	postfix -c "$PF_CONF" check || return 1
 	postfix -c "$PF_CONF" start || return 1
 	until pm_port_open "$SMTP_PORT"; do

@@ -68,7 +68,6 @@ SM_CFDIR=$PM_SENDMAIL_ROOT/usr/share/sendmail/cf
 SM_DIR=                 # $PM_TMP/sendmail: .mc/.cf files, queues, hosts, sasl/
 SM_CF=                  # the .cf the sessions use
 SM_SRV=                 # directory bind-mounted over /srv in sessions, if set
-MTA_AUTH_PID=
 MTA_AUTH_SOCK=
 MTA_EXTRA_PIDS=         # other processes to stop at exit
 
@@ -96,11 +95,6 @@ mta_sendmail_present() {
 # shellcheck disable=SC2317 # called from the EXIT trap
 mta_cleanup() {
 	local pid
-	if [ -n "$MTA_AUTH_PID" ]; then
-		kill "$MTA_AUTH_PID" 2>/dev/null
-		wait "$MTA_AUTH_PID" 2>/dev/null
-		MTA_AUTH_PID=
-	fi
 	for pid in $MTA_EXTRA_PIDS; do
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
@@ -268,99 +262,17 @@ mta_start() {
 # lib.sh's postfix_start plus SASL through the stand-in for Dovecot's auth
 # service (configured before the start: no reload to wait for).
 mta_postfix_start() {
-	local i=0
 	MTA_AUTH_SOCK=$PM_TMP/dovecot-auth.sock
-	postfix_configure
-	postconf -c "$PF_CONF" -e smtpd_sasl_auth_enable=yes smtpd_sasl_type=dovecot \
-		"smtpd_sasl_path=$MTA_AUTH_SOCK" || return 1
-	postfix -c "$PF_CONF" check || return 1
-	postfix -c "$PF_CONF" start || return 1
-	until pm_port_open "$SMTP_PORT"; do
-		[ "$i" -ge 100 ] && { echo "postfix: port $SMTP_PORT not open after 10 s" >&2; return 1; }
-		sleep 0.1
-		i=$((i + 1))
-	done
+	postfix_start smtpd_sasl_auth_enable=yes smtpd_sasl_type=dovecot \
+		"smtpd_sasl_path=$MTA_AUTH_SOCK"
 }
 
-# The password checker the MTA asks: any user name, password "secret".
-# Postfix asks it as Dovecot's auth service; Sendmail (Cyrus SASL) as
-# saslauthd.  Every query is logged to $PM_TMP/auth.log.
+# The password checker the MTA asks (lib.sh's stand-in): Postfix asks it
+# as Dovecot's auth service; Sendmail (Cyrus SASL) as saslauthd.
 mta_auth_start() {
-	local kind=dovecot i=0
+	local kind=dovecot
 	[ "$MTA" = sendmail ] && kind=saslauthd
-	python3 - "$kind" "$MTA_AUTH_SOCK" 2>>"$PM_TMP/auth.log" <<'PY' &
-import base64, os, socket, struct, sys, threading
-
-kind, path = sys.argv[1], sys.argv[2]
-try:
-    os.unlink(path)
-except FileNotFoundError:
-    pass
-srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-srv.bind(path)
-os.chmod(path, 0o666)
-srv.listen(16)
-
-def log(text):
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-def saslauthd(conn):
-    # Four strings, each after its length in two octets (network order):
-    # user, password, service, realm.  The answer is one such string.
-    f = conn.makefile("rb")
-    parts = []
-    for _ in range(4):
-        n = f.read(2)
-        if len(n) < 2:
-            return
-        parts.append(f.read(struct.unpack("!H", n)[0]))
-    ok = parts[1] == b"secret" and parts[0] != b""
-    log("saslauthd user=%r %s" % (parts[0], "OK" if ok else "NO"))
-    ans = b"OK" if ok else b"NO authentication failed"
-    conn.sendall(struct.pack("!H", len(ans)) + ans)
-
-def dovecot_answer(req, resp):
-    try:
-        parts = base64.b64decode(resp).split(b"\0")
-    except Exception:
-        return "FAIL\t%s\n" % req
-    ok = len(parts) == 3 and parts[2] == b"secret" and parts[1] != b""
-    log("dovecot user=%r %s" % (parts[1] if len(parts) > 1 else b"", "OK" if ok else "FAIL"))
-    if ok:
-        return "OK\t%s\tuser=%s\n" % (req, parts[1].decode("latin-1"))
-    return "FAIL\t%s\n" % req
-
-def dovecot(conn):
-    # The server side of Dovecot's auth protocol, as much as Postfix uses.
-    conn.sendall(("VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t%d\nCUID\t1\n"
-                  "COOKIE\t%s\nDONE\n" % (os.getpid(), "0" * 32)).encode())
-    for raw in conn.makefile("rb"):
-        f = raw.decode("latin-1").rstrip("\n").split("\t")
-        if f[0] == "AUTH" and len(f) > 2:
-            resp = [x[5:] for x in f if x.startswith("resp=")]
-            out = dovecot_answer(f[1], resp[0]) if resp else "CONT\t%s\t\n" % f[1]
-            conn.sendall(out.encode())
-        elif f[0] == "CONT" and len(f) > 2:
-            conn.sendall(dovecot_answer(f[1], f[2]).encode())
-
-def serve(conn):
-    with conn:
-        try:
-            (saslauthd if kind == "saslauthd" else dovecot)(conn)
-        except OSError:
-            pass
-
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-PY
-	MTA_AUTH_PID=$!
-	until [ -S "$MTA_AUTH_SOCK" ]; do
-		[ "$i" -ge 50 ] && return 1
-		sleep 0.1
-		i=$((i + 1))
-	done
+	auth_stub_start "$kind" "$MTA_AUTH_SOCK"
 }
 
 # mta_session [--helo NAME] [--auth USER] [--before-mail CMD]... [--from ADDR]
