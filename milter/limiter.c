@@ -180,10 +180,11 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
     const struct limiter_back *if_refused, size_t nr,
     bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen)
 {
-	size_t nkeys = nc + na + nr, nargs = 5 + (na + nr) * 2, nnum, first_back;
-	const char **keys = NULL, **args = NULL;
-	size_t *keylens = NULL, *arglens = NULL;
-	char (*num)[24] = NULL;
+	size_t nkeys = nc + na + nr, nargs = 5 + (na + nr) * 2, first_back;
+	const char **keys, **args;
+	size_t *keylens, *arglens;
+	char (*num)[24];
+	void *block;
 	redisReply *r = NULL;
 	size_t k = 0, a = 0, u = 0;
 	int rc = -1;
@@ -191,16 +192,19 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 	for (size_t i = 0; i < nc; i++)
 		nargs += checks[i].nmembers > 0 ? 3 + checks[i].nmembers : 6;
 	first_back = nargs - (na + nr) * 2 + 1;       /* Lua counts from 1 */
-	nnum = nargs;
-	keys = calloc(nkeys + 1, sizeof(*keys));
-	keylens = calloc(nkeys + 1, sizeof(*keylens));
-	args = calloc(nargs, sizeof(*args));
-	arglens = calloc(nargs, sizeof(*arglens));
-	num = calloc(nnum, sizeof(*num));
-	if (keys == NULL || keylens == NULL || args == NULL || arglens == NULL || num == NULL) {
+	/* One allocation: key and argument pointers, their lengths, then the
+	 * text of the numbers (at most one per argument). */
+	block = calloc(1, (nkeys + 1 + nargs) * (sizeof(char *) + sizeof(size_t)) +
+	    nargs * sizeof(*num));
+	if (block == NULL) {
 		snprintf(err, errlen, "out of memory");
-		goto out;
+		return -1;
 	}
+	keys = block;
+	args = keys + nkeys + 1;
+	keylens = (size_t *)(void *)(args + nargs);
+	arglens = keylens + nkeys + 1;
+	num = (char (*)[24])(void *)(arglens + nargs);
 	/* Numbers and one-letter words go through num[]; members as they are. */
 #define ARG_F(fmt, v) (snprintf(num[u], sizeof(num[u]), fmt, v), \
 	args[a] = num[u], arglens[a++] = strlen(num[u++]))
@@ -278,10 +282,6 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 	rc = 0;
 out:
 	store_reply_free(r);
-	free(keys);
-	free(keylens);
-	free(args);
-	free(arglens);
-	free(num);
+	free(block);
 	return rc;
 }

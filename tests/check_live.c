@@ -39,12 +39,11 @@ static const char *redis_sock;     /* the private Redis, set by main() */
 static char prefix[64];            /* this case's key prefix */
 
 static void
-new_prefix(const char *label)
+new_prefix(void)
 {
 	static unsigned n;
 
 	snprintf(prefix, sizeof(prefix), "live%ld.%u:", (long)getpid(), n++);
-	(void)label;
 }
 
 /* Config text: the Redis head (address addr, or the private Redis) and body. */
@@ -110,7 +109,7 @@ START_TEST(members)
 	size_t n, k;
 
 	ck_assert(out != NULL);
-	new_prefix(label);
+	new_prefix();
 	snprintf(body, sizeof(body), "policies = ( { name = \"l\"; type = \"block\"; "
 	    "match = \"%s\"; redis = true; action = \"reject\"; } );\n",
 	    member_cases[_i].match);
@@ -158,7 +157,7 @@ START_TEST(members_of_huge_value)
 	memset(big, 'a', 1999);
 	big[1999] = '\0';
 	big[1500] = '@';
-	new_prefix("huge");
+	new_prefix();
 	snprintf(body, sizeof(body), "policies = ( { name = \"l\"; type = \"block\"; "
 	    "match = \"sender\"; redis = true; action = \"reject\"; } );\n");
 	c = load("huge", NULL, "accept", body);
@@ -258,7 +257,7 @@ START_TEST(permanent_entry_and_removal)
 	struct msg near = { NULL, "x@notspam.example", NULL };
 	struct msg sub = { NULL, "y@mx.spam.example", NULL };
 
-	new_prefix("permanent");
+	new_prefix();
 	c = load("permanent", NULL, "accept", "policies = ( " SENDER_BLOCK("bad", "") " );\n");
 	expect("empty set", c, &spam, POLICY_NONE, NULL);
 	zadd("bad", "+inf", "@spam.example");
@@ -284,7 +283,7 @@ START_TEST(expiry)
 	struct msg m = { NULL, "temp@example.com", NULL };
 	char score[32];
 
-	new_prefix("expiry");
+	new_prefix();
 	c = load("expiry", NULL, "accept", "policies = ( " SENDER_BLOCK("t", "") " );\n");
 	snprintf(score, sizeof(score), "%lld", now_s() - 5);
 	zadd("t", score, "temp@example.com");
@@ -320,7 +319,7 @@ START_TEST(client_networks)
 		{ "2001:db9::1", POLICY_NONE }, { "2001:db7:ffff::1", POLICY_NONE },
 	};
 
-	new_prefix("client");
+	new_prefix();
 	c = load("client", NULL, "accept", "policies = ( { name = \"nets\"; "
 	    "type = \"block\"; match = \"client\"; redis = true; action = \"reject\"; } );\n");
 	zadd("nets", "+inf", "192.0.2.0/24");
@@ -345,7 +344,7 @@ START_TEST(redis_down)
 
 	for (size_t i = 0; i < NELEM(modes); i++) {
 		struct cfg *c;
-		new_prefix(modes[i]);
+		new_prefix();
 		c = load(modes[i], "unix:/nonexistent/redis.sock", modes[i], "policies = ( "
 		    SENDER_BLOCK("mixed", "entries = [ \"static@example.com\" ];") " );\n");
 		expect(modes[i], c, &listed, POLICY_REJECT, "mixed");
@@ -366,7 +365,7 @@ START_TEST(allow_before_block)
 	struct msg stranger = { "192.0.2.11", "blocked@example.com", NULL };
 	struct msg friend = { "192.0.2.11", "friend@example.com", "r@example.net" };
 
-	new_prefix("allow");
+	new_prefix();
 	c = load("allow", NULL, "accept", "policies = (\n"
 	    "{ name = \"relays\"; type = \"block\"; match = \"client\"; redis = true; "
 	    "action = \"accept\"; },\n"
@@ -397,7 +396,7 @@ START_TEST(dry_run)
 	struct cfg *c;
 	struct msg m = { NULL, "x@example.com", NULL };
 
-	new_prefix("dry");
+	new_prefix();
 	c = load("dry", NULL, "accept", "policies = ( "
 	    SENDER_BLOCK("d", "dry_run = true;") " );\n");
 	zadd("d", "+inf", "x@example.com");
@@ -439,7 +438,7 @@ START_TEST(one_call_per_stage)
 	struct msg hit = { NULL, "s@example.org", "r@blocked.example" };
 	long before, after;
 
-	new_prefix("calls");
+	new_prefix();
 	c = load("calls", NULL, "accept", "policies = (\n"
 	    SENDER_BLOCK("senders", "") ",\n"
 	    "{ name = \"rcpts\"; type = \"block\"; match = \"rcpt\"; redis = true; "
@@ -473,7 +472,7 @@ START_TEST(hostile_values)
 		"@@@", "a@[192.0.2.1]", "\"quoted\\\"\"@example.com", "a@.",
 	};
 
-	new_prefix("hostile");
+	new_prefix();
 	c = load("hostile", NULL, "accept", "policies = ( " SENDER_BLOCK("h", "") " );\n");
 	zadd("h", "+inf", "@x.example");
 	tl_redis_command("SET '%ssentinel' 1", prefix);
@@ -501,7 +500,7 @@ START_TEST(many_labels)
 		n += (size_t)snprintf(sender + n, sizeof(sender) - n, "a.");
 	snprintf(sender + n, sizeof(sender) - n, "bad.example");
 	snprintf(helo, sizeof(helo), "%s", sender + 2);
-	new_prefix("labels");
+	new_prefix();
 	c = load("labels", NULL, "accept", "policies = ( " SENDER_BLOCK("s", "") ",\n"
 	    "{ name = \"h\"; type = \"block\"; match = \"helo\"; redis = true; "
 	    "action = \"reject\"; } );\n");
@@ -531,7 +530,7 @@ START_TEST(wrong_type)
 	struct cfg *c;
 	struct msg m = { NULL, "s@example.org", "r@example.net" };
 
-	new_prefix("type");
+	new_prefix();
 	c = load("type", NULL, "accept", "policies = (\n"
 	    "{ name = \"domains\"; type = \"block\"; match = \"rcpt_domain\"; redis = true; "
 	    "action = \"reject\"; },\n"
@@ -565,7 +564,7 @@ START_TEST(bounded_pruning)
 	struct msg m = { NULL, "x@example.com", NULL };
 	char score[32];
 
-	new_prefix("prune");
+	new_prefix();
 	c = load("prune", NULL, "accept", "policies = ( " SENDER_BLOCK("p", "") " );\n");
 	snprintf(score, sizeof(score), "%lld", now_s() - 60);
 	tl_redis_command("EVAL \"for i = 1, 100 do redis.call('ZADD', KEYS[1], ARGV[1], "
@@ -587,7 +586,7 @@ START_TEST(allow_before_ratelimit)
 	struct cfg *c;
 	struct msg trusted = { NULL, "s@example.org", "boss@example.net" };
 
-	new_prefix("allowrl");
+	new_prefix();
 	c = load("allowrl", NULL, "accept", "policies = (\n"
 	    "{ name = \"vip\"; type = \"block\"; match = \"rcpt\"; redis = true; "
 	    "action = \"accept\"; },\n"
@@ -613,7 +612,7 @@ START_TEST(long_sender_keeps_domain)
 
 	memset(sender, 'a', 1100);
 	snprintf(sender + 1100, sizeof(sender) - 1100, "@static.example");
-	new_prefix("long");
+	new_prefix();
 	c = load("long", NULL, "accept", "policies = ( " SENDER_BLOCK("s",
 	    "entries = [ \"@static.example\" ];") " );\n");
 	expect("static @domain", c, &m, POLICY_REJECT, "s");
