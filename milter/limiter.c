@@ -175,6 +175,42 @@ limiter_bucket_ms(uint64_t window_ms)
 }
 
 int
+limiter_decode(const redisReply *r, size_t nc, bool *refused, size_t *stop,
+    struct limiter_result *res, char *err, size_t errlen)
+{
+	if (r->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errlen, "policy script: %.*s", (int)(r->len < 400 ? r->len : 400),
+		    r->str);
+		return -1;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 + nc * 4) {
+		snprintf(err, errlen, "policy script: unexpected reply");
+		return -1;
+	}
+	for (size_t i = 0; i < r->elements; i++) {
+		if (r->element[i]->type != REDIS_REPLY_INTEGER) {
+			snprintf(err, errlen, "policy script: unexpected reply");
+			return -1;
+		}
+	}
+	if (r->element[1]->integer < 0 || (size_t)r->element[1]->integer > nc) {
+		snprintf(err, errlen, "policy script: unexpected reply");
+		return -1;
+	}
+	*refused = r->element[0]->integer != 0;
+	*stop = (size_t)r->element[1]->integer;
+	for (size_t i = 0; i < nc; i++) {
+		redisReply **e = r->element + 2 + i * 4;
+		res[i].failed = e[0]->integer < 0;
+		res[i].over = e[0]->integer > 0;
+		res[i].count = e[1]->integer > 0 ? (uint64_t)e[1]->integer : 0;
+		res[i].retry_ms = e[2]->integer > 0 ? (uint64_t)e[2]->integer : 0;
+		res[i].field = e[3]->integer;
+	}
+	return 0;
+}
+
+int
 limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
     enum limiter_reserve reserve, const struct limiter_back *always, size_t na,
     const struct limiter_back *if_refused, size_t nr,
@@ -255,30 +291,8 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 	    err, errlen);
 	if (r == NULL)
 		goto out;
-	if (r->type == REDIS_REPLY_ERROR) {
-		snprintf(err, errlen, "policy script: %s", r->str);
+	if (limiter_decode(r, nc, refused, stop, res, err, errlen) != 0)
 		goto out;
-	}
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 + nc * 4) {
-		snprintf(err, errlen, "policy script: unexpected reply");
-		goto out;
-	}
-	for (size_t i = 0; i < r->elements; i++) {
-		if (r->element[i]->type != REDIS_REPLY_INTEGER) {
-			snprintf(err, errlen, "policy script: unexpected reply");
-			goto out;
-		}
-	}
-	*refused = r->element[0]->integer != 0;
-	*stop = (size_t)r->element[1]->integer;
-	for (size_t i = 0; i < nc; i++) {
-		redisReply **e = r->element + 2 + i * 4;
-		res[i].failed = e[0]->integer < 0;
-		res[i].over = e[0]->integer > 0;
-		res[i].count = (uint64_t)e[1]->integer;
-		res[i].retry_ms = (uint64_t)e[2]->integer;
-		res[i].field = e[3]->integer;
-	}
 	rc = 0;
 out:
 	store_reply_free(r);

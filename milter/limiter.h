@@ -42,6 +42,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <hiredis/hiredis.h>
 
 struct store;
 
@@ -96,6 +97,14 @@ int limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
     enum limiter_reserve reserve, const struct limiter_back *always, size_t na,
     const struct limiter_back *if_refused, size_t nr,
     bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen);
+
+/*
+ * Decode the script's reply r for a call with nc checks into *refused, *stop
+ * and res[0..nc).  Any reply of another shape (an error raised by the
+ * script, a wrong count or type of elements, a stop past nc) is -1 with err.
+ */
+int limiter_decode(const redisReply *r, size_t nc, bool *refused, size_t *stop,
+    struct limiter_result *res, char *err, size_t errlen);
 
 /* The script's text (for tests that read it). */
 extern const char limiter_script[];
