@@ -463,11 +463,13 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 				continue;
 			if (it->lookup)
 				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
-				    0, 0, 0, on_over(it->p), it->mem->v, it->mem->len, it->mem->n };
+				    0, 0, 0, on_over(it->p), it->mem->v, it->mem->len, it->mem->n,
+				    on_redis_error(s, it->p) == CFG_ON_ERROR_TEMPFAIL &&
+				    !it->p->dry_run ? 'r' : 's' };
 			else
 				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
 				    it->cnt.limit, it->cnt.window_ms, it->cnt.amount,
-				    on_over(it->p), NULL, NULL, 0 };
+				    on_over(it->p), NULL, NULL, 0, 's' };
 		}
 		redis_failed = limiter_run(s->cfg->redis->store, checks, nc,
 		    pure_refusal ? LIMITER_RESERVE_IF_ACCEPTED : LIMITER_RESERVE,
@@ -601,7 +603,7 @@ settle_eom(struct session *s, struct engine_verdict *v)
 			owner[nc] = i;
 			checks[nc++] = (struct limiter_check){ r->key, r->keylen, r->limit,
 			    r->window_ms, s->msg.size - r->amount,
-			    s->msg.decided ? 's' : on_over(r->policy), NULL, NULL, 0 };
+			    s->msg.decided ? 's' : on_over(r->policy), NULL, NULL, 0, 's' };
 		} else if (s->msg.size < r->amount) {
 			always[na++] = (struct limiter_back){ r->key, r->keylen, r->field,
 			    r->amount - s->msg.size };

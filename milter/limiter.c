@@ -14,158 +14,11 @@
 
 #define BUCKETS_PER_WINDOW 60
 
-/*
- * KEYS: the nc checked keys (counters or live lists), then the na "always"
- * and nr "if refused" give-back keys.  ARGV: nc, reserve mode, na, nr, the
- * index of the first give-back argument; then per check either
- *   'c', limit, window ms, bucket ms, amount, on-over      (a count)
- *   'l', on-over, m, member 1 .. member m                   (a lookup)
- * and per give-back: field, amount.
- * Returns { refused, stop, then per check: over, count, retry ms, field };
- * over is -1 for a lookup whose key is not a sorted set.
- *
- * Numbers are Lua doubles: exact for integers below 2^53, far above any
- * millisecond timestamp or byte count here; "%.0f" writes them back as
- * integers (tostring would use an exponent).
- */
-const char limiter_script[] =
-"local t = redis.call('TIME')\n"
-"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-"local nc, mode = tonumber(ARGV[1]), ARGV[2]\n"
-"local na, nr, gb = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-"local function int(x) return string.format('%.0f', x) end\n"
-/* Units in the buckets that reach into the last window; drop older ones. */
-"local function usage(key, window, bucket)\n"
-"  local oldest = math.floor((now - window) / bucket) * bucket\n"
-"  local all = redis.call('HGETALL', key)\n"
-"  local sum, live = 0, {}\n"
-"  for i = 1, #all, 2 do\n"
-"    local f, v = tonumber(all[i]), tonumber(all[i + 1])\n"
-"    if f == nil or v == nil or f < oldest then\n"
-"      redis.call('HDEL', key, all[i])\n"
-"    else\n"
-"      sum = sum + v\n"
-"      live[#live + 1] = { f, v }\n"
-"    end\n"
-"  end\n"
-"  return sum, live\n"
-"end\n"
-/* Time until count + amount fits: the oldest buckets leave the window. */
-"local function retry(live, excess, window, bucket)\n"
-"  table.sort(live, function(a, b) return a[1] < b[1] end)\n"
-"  local freed = 0\n"
-"  for _, fv in ipairs(live) do\n"
-"    freed = freed + fv[2]\n"
-"    if freed >= excess then\n"
-"      local at = fv[1] + bucket + window - now\n"
-"      if at < 1 then at = 1 end\n"
-"      return at\n"
-"    end\n"
-"  end\n"
-"  return 0\n"
-"end\n"
-/*
- * The first member of ARGV[a + 1 .. a + m] in the live list, with its
- * expiry (0: never); -1 when the key is not a sorted set.  A member whose
- * time has come counts as absent and is deleted, and so are at most 16
- * other expired members: the set does not grow without bound, and a call
- * never has a large deletion to make.
- */
-"local function lookup(key, a, m)\n"
-"  local ty = redis.call('TYPE', key)['ok']\n"
-"  if ty ~= 'zset' then return (ty == 'none') and 0 or -1, 0 end\n"
-"  local nows = now / 1000\n"
-"  local old = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)\n"
-"  if #old > 0 then redis.call('ZREM', key, unpack(old)) end\n"
-"  for j = 1, m do\n"
-"    local score = redis.call('ZSCORE', key, ARGV[a + j])\n"
-"    if score then\n"
-"      local e = tonumber(score)\n"
-"      if e == nil or e > nows then\n"
-"        if e == nil or e >= 9e15 then e = 0 end\n"
-"        return j, math.floor(e)\n"
-"      end\n"
-"      redis.call('ZREM', key, ARGV[a + j])\n"
-"    end\n"
-"  end\n"
-"  return 0, 0\n"
-"end\n"
-"local function give_back(key, field, amount)\n"
-"  local v = tonumber(redis.call('HGET', key, field) or '0')\n"
-"  local n = math.min(v, amount)\n"
-"  if n <= 0 then return end\n"
-"  if v - n == 0 then redis.call('HDEL', key, field)\n"
-"  else redis.call('HINCRBY', key, field, int(-n)) end\n"
-"end\n"
-"local res, over, counts, retries, at = { 0, nc }, {}, {}, {}, {}\n"
-"local stop, refused, accepted = nc, false, false\n"
-"local a = 6\n"
-"for i = 1, nc do\n"
-"  local on_over\n"
-"  at[i], counts[i], retries[i], over[i] = a, 0, 0, false\n"
-"  if ARGV[a] == 'l' then\n"
-"    local m = tonumber(ARGV[a + 2])\n"
-"    on_over = ARGV[a + 1]\n"
-"    counts[i], retries[i] = lookup(KEYS[i], a + 2, m)\n"
-"    over[i] = counts[i] > 0\n"
-"    if counts[i] < 0 then over[i], counts[i] = -1, 0 end\n"
-"    a = a + 3 + m\n"
-"  else\n"
-"    local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
-"    local amount = tonumber(ARGV[a + 4])\n"
-"    local sum, live = usage(KEYS[i], window, bucket)\n"
-"    on_over = ARGV[a + 5]\n"
-"    counts[i] = sum\n"
-"    if sum + amount > limit then\n"
-"      over[i] = true\n"
-"      if amount <= limit then retries[i] = retry(live, sum + amount - limit, window, bucket) end\n"
-"    end\n"
-"    a = a + 6\n"
-"  end\n"
-"  if over[i] == true and on_over ~= 's' then\n"
-"    stop = i - 1\n"
-"    refused = on_over == 'r'\n"
-"    accepted = on_over == 'a'\n"
-"    break\n"
-"  end\n"
-"end\n"
-"local fields = {}\n"
-"if refused then\n"
-"  for j = 1, nr do\n"
-"    local g = gb + na * 2 + (j - 1) * 2\n"
-"    give_back(KEYS[nc + na + j], ARGV[g], tonumber(ARGV[g + 1]))\n"
-"  end\n"
-"elseif mode == '1' or (mode == '2' and accepted) then\n"
-"  for i = 1, stop do\n"
-"    local c = at[i]\n"
-"    if over[i] == false and ARGV[c] == 'c' then\n"
-"      local window, bucket, amount = tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3]), tonumber(ARGV[c + 4])\n"
-"      local f = math.floor(now / bucket) * bucket\n"
-"      if amount > 0 then\n"
-"        redis.call('HINCRBY', KEYS[i], int(f), int(amount))\n"
-"        redis.call('PEXPIRE', KEYS[i], int(window + bucket + 1))\n"
-"      elseif redis.call('EXISTS', KEYS[i]) == 1 then\n"
-"        redis.call('PEXPIRE', KEYS[i], int(window + bucket + 1))\n"
-"      end\n"
-"      fields[i] = f\n"
-"    end\n"
-"  end\n"
-"end\n"
-"for j = 1, na do\n"
-"  local g = gb + (j - 1) * 2\n"
-"  give_back(KEYS[nc + j], ARGV[g], tonumber(ARGV[g + 1]))\n"
-"end\n"
-"res[1] = refused and 1 or 0\n"
-"res[2] = stop\n"
-"for i = 1, nc do\n"
-"  res[#res + 1] = (over[i] == -1) and -1 or (over[i] and 1 or 0)\n"
-"  res[#res + 1] = counts[i] or 0\n"
-"  res[#res + 1] = retries[i] or 0\n"
-"  res[#res + 1] = fields[i] or -1\n"
-"end\n"
-"return res\n";
+/* The script's text, limiter_script[], is milter/limiter.lua compiled in
+ * (limiter-script.c, made by the build). */
 
-static struct store_script script = { limiter_script, "", 0 };
+
+static struct store_script script = { limiter_script, true, "", 0 };
 
 uint64_t
 limiter_bucket_ms(uint64_t window_ms)
@@ -217,6 +70,7 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
     bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen)
 {
 	size_t nkeys = nc + na + nr, nargs = 5 + (na + nr) * 2, first_back;
+	/* ARGV[1], the deadline, is the store's (store_script.deadline). */
 	const char **keys, **args;
 	size_t *keylens, *arglens;
 	char (*num)[24];
@@ -226,8 +80,9 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 	int rc = -1;
 
 	for (size_t i = 0; i < nc; i++)
-		nargs += checks[i].nmembers > 0 ? 3 + checks[i].nmembers : 6;
-	first_back = nargs - (na + nr) * 2 + 1;       /* Lua counts from 1 */
+		nargs += checks[i].nmembers > 0 ? 4 + checks[i].nmembers : 6;
+	/* Lua counts from 1, and the deadline comes first. */
+	first_back = nargs - (na + nr) * 2 + 2;
 	/* One allocation: key and argument pointers, their lengths, then the
 	 * text of the numbers (at most one per argument). */
 	block = calloc(1, (nkeys + 1 + nargs) * (sizeof(char *) + sizeof(size_t)) +
@@ -260,6 +115,7 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 		if (c->nmembers > 0) {
 			ARG_C('l');
 			ARG_C(c->on_over);
+			ARG_C(c->on_fail == 'r' ? 'r' : 's');
 			ARG_U(c->nmembers);
 			for (size_t j = 0; j < c->nmembers; j++) {
 				args[a] = c->members[j];

@@ -17,17 +17,25 @@
  * when one of its members is in the set and not expired.  Expired members
  * count as absent; those looked up, and up to 16 others per lookup, are
  * deleted.  A key that is not a sorted set fails that check alone
- * (failed), not the call.
+ * (failed), not the call; with on_fail 'r' (its policy tempfails then) it
+ * stops the call as a refusal would, so that no later check reserves.
  *
  * One call (limiter_run) does, atomically, in this order:
  *   1. the checks, in the order given, stopping at the first one over its
  *      limit (or found in its list) whose policy refuses ("r") or accepts
- *      ("a"); a check with "s" (dry run, discard, quarantine) is reported
- *      and passed over;
- *   2. if a refusing check stopped it: the "if refused" give-backs, and no
- *      reservation; else, as reserve says, a reservation for every check
- *      before the stop that was not over;
- *   3. the "always" give-backs.
+ *      ("a"), or a failed lookup with on_fail "r"; a check with "s" (dry
+ *      run, discard, quarantine) is reported and passed over;
+ *   2. if a refusing check stopped it: the "if refused" give-backs, and
+ *      nothing else (they return whole reservations, so the "always" ones,
+ *      parts of the same reservations, are not returned twice);
+ *   3. else, as reserve says, a reservation for every check before the stop
+ *      that was not over, and then the "always" give-backs.
+ *
+ * Deadline: a call with checks that reaches Redis after the caller stopped
+ * waiting for it (now + the store's timeout, in Redis's clock) changes
+ * nothing and fails with "LATE": what it reserved would never be confirmed
+ * nor given back.  A call of give-backs alone is carried out whenever it
+ * arrives.
  *
  * A key must not appear in two checks of one call (each check sums its key
  * before any reservation); the engine never does that, since every key
@@ -58,6 +66,8 @@ struct limiter_check {
 	const char *const *members;
 	const size_t *memberlens;
 	size_t nmembers;
+	char on_fail;              /* lookups whose key is not a sorted set:
+	                            * 'r' refuse (stop), else soft */
 };
 
 struct limiter_back {

@@ -78,6 +78,10 @@ struct store {
 	unsigned nopen;		/* in use, idle or being opened */
 	unsigned long connects;
 
+	/* Redis's clock minus ours (CLOCK_REALTIME), in ms, as measured with
+	 * TIME by the latest connect; read and written atomically. */
+	int64_t clock_offset_ms;
+
 	unsigned failures;	/* consecutive failed calls while closed */
 	bool open;		/* breaker open (or half-open while probing) */
 	bool probing;		/* one caller is testing Redis right now */
@@ -125,6 +129,15 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static struct timeval
@@ -426,6 +439,74 @@ setup_command(const struct store *st, redisContext *c, const char *name,
 	return rc;
 }
 
+/*
+ * Two checks on a new connection, in one round trip:
+ *  - the server's version: the policy script writes after reading TIME,
+ *    which Redis allows from 5.0 on (effects replication by default).  An
+ *    older server fails the connection with a line that says so, rather
+ *    than every script call with Redis's own puzzling error.  A server that
+ *    hides INFO from this ACL user (NOPERM) is given the benefit of the
+ *    doubt: the script would fail loudly anyway.
+ *  - how far Redis's clock is from ours (TIME; error at most half the round
+ *    trip).  Script deadlines are sent in Redis's clock, so clocks that
+ *    drift apart do not turn every call into a late one.
+ */
+static int
+check_server(struct store *st, redisContext *c, char *err, size_t errlen)
+{
+	const char *info[2] = { "INFO", "server" }, *time[1] = { "TIME" };
+	int64_t before, after, redis_ms;
+	redisReply *r[2] = { NULL, NULL };
+	const char *v;
+	int rc = -1;
+
+	before = wall_ms();
+	if (redisAppendCommandArgv(c, 2, info, NULL) != REDIS_OK ||
+	    redisAppendCommandArgv(c, 1, time, NULL) != REDIS_OK ||
+	    redisGetReply(c, (void **)&r[0]) != REDIS_OK ||
+	    redisGetReply(c, (void **)&r[1]) != REDIS_OK) {
+		ctx_error(st, c, errno, "INFO server and TIME", err, errlen);
+		goto out;
+	}
+	after = wall_ms();
+	if (r[0]->type == REDIS_REPLY_ERROR && strncmp(r[0]->str, "NOPERM", 6) != 0) {
+		seterr(err, errlen, "Redis %s: INFO failed: %.*s", st->address,
+		    (int)r[0]->len, r[0]->str);
+		goto out;
+	}
+	if (r[0]->type == REDIS_REPLY_STRING &&
+	    (v = strstr(r[0]->str, "redis_version:")) != NULL &&
+	    strtoul(v + 14, NULL, 10) < STORE_MIN_REDIS_MAJOR) {
+		int n = (int)strcspn(v + 14, "\r\n");
+		seterr(err, errlen, "Redis %s: version %.*s is too old: "
+		    "policy-milter needs Redis %d.0 or later", st->address,
+		    n > 32 ? 32 : n, v + 14, STORE_MIN_REDIS_MAJOR);
+		goto out;
+	}
+	if (r[1]->type == REDIS_REPLY_ERROR) {
+		seterr(err, errlen, "Redis %s: TIME failed: %.*s", st->address,
+		    (int)r[1]->len, r[1]->str);
+		goto out;
+	}
+	if (r[1]->type != REDIS_REPLY_ARRAY || r[1]->elements != 2 ||
+	    r[1]->element[0]->type != REDIS_REPLY_STRING ||
+	    r[1]->element[1]->type != REDIS_REPLY_STRING) {
+		seterr(err, errlen, "Redis %s: TIME: unexpected reply", st->address);
+		goto out;
+	}
+	redis_ms = strtoll(r[1]->element[0]->str, NULL, 10) * 1000 +
+	    strtoll(r[1]->element[1]->str, NULL, 10) / 1000;
+	__atomic_store_n(&st->clock_offset_ms, redis_ms - (before + after) / 2,
+	    __ATOMIC_RELAXED);
+	rc = 0;
+out:
+	if (r[0] != NULL)
+		freeReplyObject(r[0]);
+	if (r[1] != NULL)
+		freeReplyObject(r[1]);
+	return rc;
+}
+
 /* Open and prepare one connection; NULL with err filled on failure. */
 static redisContext *
 conn_open(struct store *st, char *err, size_t errlen)
@@ -476,6 +557,8 @@ conn_open(struct store *st, char *err, size_t errlen)
 		if (setup_command(st, c, name, 2, argv, err, errlen) == -1)
 			goto err;
 	}
+	if (check_server(st, c, err, errlen) == -1)
+		goto err;
 	return c;
 
 err:
@@ -785,10 +868,11 @@ eval_on(const struct store *st, redisContext *c, struct store_script *script,
 {
 	const char *sargv[EVAL_STACK_ARGS], **argv = sargv;
 	size_t sargvlen[EVAL_STACK_ARGS], *argvlen = sargvlen;
-	size_t n = 3 + (size_t)nkeys + (size_t)nargs;
+	size_t n = 3 + (size_t)nkeys + (size_t)nargs + (script->deadline ? 1 : 0);
+	size_t a0 = 3 + (size_t)nkeys + (script->deadline ? 1 : 0);
 	struct store_cmd cmd;
 	redisReply *r = NULL;
-	char sha[41], nk[16];
+	char sha[41], nk[16], deadline[24];
 	int i, attempt;
 
 	if (__atomic_load_n(&script->loaded, __ATOMIC_ACQUIRE)) {
@@ -824,8 +908,8 @@ eval_on(const struct store *st, redisContext *c, struct store_script *script,
 		argvlen[3 + i] = keylens != NULL ? keylens[i] : strlen(keys[i]);
 	}
 	for (i = 0; i < nargs; i++) {
-		argv[3 + nkeys + i] = args[i];
-		argvlen[3 + nkeys + i] = arglens != NULL ? arglens[i] :
+		argv[a0 + (size_t)i] = args[i];
+		argvlen[a0 + (size_t)i] = arglens != NULL ? arglens[i] :
 		    strlen(args[i]);
 	}
 	cmd.argc = (int)n;
@@ -834,6 +918,14 @@ eval_on(const struct store *st, redisContext *c, struct store_script *script,
 
 	/* NOSCRIPT: Redis restarted or SCRIPT FLUSH; load again, retry once. */
 	for (attempt = 0; attempt < 2; attempt++) {
+		if (script->deadline) {
+			/* From now, in Redis's clock: the moment we stop waiting. */
+			snprintf(deadline, sizeof(deadline), "%" PRId64, wall_ms() +
+			    (int64_t)st->timeout_ms +
+			    __atomic_load_n(&st->clock_offset_ms, __ATOMIC_RELAXED));
+			argv[3 + nkeys] = deadline;
+			argvlen[3 + nkeys] = strlen(deadline);
+		}
 		if (run_pipeline(st, c, 1, &cmd, &r, err, errlen) == -1) {
 			*io = true;
 			r = NULL;

@@ -8,6 +8,10 @@
  * every connect and reconnect (hiredis 0.14 drops the command timeout on
  * redisReconnect), followed by AUTH and SELECT.
  *
+ * Every new connection checks the server's version (INFO server; older than
+ * STORE_MIN_REDIS_MAJOR fails the connection, with a message saying so) and
+ * measures the offset of Redis's clock from ours (TIME) for script deadlines.
+ *
  * Failure: a command that fails (connection refused, timeout, protocol or
  * server error) returns -1 with the reason in err.  After a run of failed
  * connections a circuit breaker opens and calls fail at once with
@@ -35,6 +39,9 @@
 
 struct store;
 
+/* The oldest Redis the store connects to (the script writes after TIME). */
+#define STORE_MIN_REDIS_MAJOR 5
+
 struct store_options {
 	const char *address;       /* "unix:/path", "/path", "127.0.0.1:6379", "[::1]:6379" */
 	int database;              /* SELECT n when n != 0 */
@@ -52,9 +59,17 @@ struct store_cmd {
 	const size_t *argvlen;
 };
 
-/* A Lua script known by its body; the store caches its SHA1 after SCRIPT LOAD. */
+/*
+ * A Lua script known by its body; the store caches its SHA1 after SCRIPT LOAD.
+ * With deadline set, ARGV[1] is the moment the caller stops waiting for the
+ * reply (Unix time in ms, in Redis's clock: now + timeout_ms + the offset of
+ * Redis's clock measured with TIME at connect), and the caller's args follow
+ * from ARGV[2]: a script that Redis only gets to after it (Redis stalled) can
+ * then do nothing, since nobody will hear its result.
+ */
 struct store_script {
 	const char *body;
+	bool deadline;
 	char sha[41];              /* filled by the store; zero-initialise */
 	int loaded;                /* internal: the store's, read atomically */
 };

@@ -209,7 +209,7 @@ static struct limiter_check
 check_of(const char *key, size_t len, uint64_t limit, uint64_t window,
     uint64_t amount, char on_over)
 {
-	struct limiter_check c = { key, len, limit, window, amount, on_over, NULL, NULL, 0 };
+	struct limiter_check c = { key, len, limit, window, amount, on_over, NULL, NULL, 0, 's' };
 
 	return c;
 }
@@ -518,8 +518,10 @@ static const struct {
 	{ "always: missing field not created", 5, false, L_ALWAYS, T_NONE,
 	    true, 3, 1, 5 },
 	{ "always: amount 0", 5, false, L_ALWAYS, T_NONE, false, 0, 1, 5 },
-	{ "always: also when refused", 5, false, L_ALWAYS, T_REFUSE, false, 2,
-	    1, 3 },
+	/* Refused: the "if refused" list returns whole reservations, so the
+	 * "always" one (a part of the same) must not be returned as well. */
+	{ "always: not when refused", 5, false, L_ALWAYS, T_REFUSE, false, 2,
+	    1, 5 },
 	{ "always: also when passed", 5, false, L_ALWAYS, T_PASS, false, 2, 1,
 	    3 },
 	{ "always: also when accepted over", 5, false, L_ALWAYS, T_ACCEPT,
@@ -544,10 +546,11 @@ static const struct {
 	    5 },
 	{ "if refused: no check", 5, false, L_IF_REFUSED, T_NONE, false, 5, 1,
 	    5 },
-	{ "both lists: refused", 5, false, L_BOTH, T_REFUSE, false, 2, 1, 1 },
+	{ "both lists: refused, given back once", 5, false, L_BOTH, T_REFUSE,
+	    false, 2, 1, 3 },
 	{ "both lists: passed", 5, false, L_BOTH, T_PASS, false, 2, 1, 3 },
-	{ "both lists: refused, more than reserved", 5, true, L_BOTH,
-	    T_REFUSE, false, 3, 1, 0 },
+	{ "both lists: refused, once, other field kept", 5, true, L_BOTH,
+	    T_REFUSE, false, 3, 1, 2 },
 };
 
 START_TEST(test_give_back)
@@ -1024,7 +1027,7 @@ START_TEST(test_binary_key)
 	b.field = field;
 	b.amount = 3;
 	c = check_of(sib, len, 3, window, 1, 'r');
-	run(label, &c, 1, true, &b, 1, NULL, 0, &refused, &stop, &res);
+	run(label, &c, 1, true, NULL, 0, &b, 1, &refused, &stop, &res);
 	ck_assert_msg(refused && res.over, "%s: the sibling at its limit "
 	    "accepted", label);
 	assert_units(label, "the key after give-back", key, len, 0, ttl);

@@ -645,9 +645,9 @@ START_TEST(test_auth)
 		    "%s: not in db %d: %s", label, auth_cases[_i].db, r->str);
 		store_reply_free(r);
 	} else if (strcmp(auth_cases[_i].want, "NOAUTH") == 0) {
-		ck_assert_msg(r != NULL && r->type == REDIS_REPLY_ERROR &&
-		    strncmp(r->str, "NOAUTH", 6) == 0, "%s: want NOAUTH, %s",
-		    label, r != NULL ? r->str : err);
+		/* The connection's set-up (INFO) meets it first. */
+		ck_assert_msg(r == NULL && strstr(err, ": INFO failed: NOAUTH") != NULL,
+		    "%s: want NOAUTH, %s", label, r != NULL ? r->str : err);
 		store_reply_free(r);
 	} else {
 		ck_assert_msg(r == NULL, "%s: call succeeded", label);
@@ -722,14 +722,17 @@ START_TEST(test_timeout_reconnect)
 		    "attempt %d: err \"%s\"", i + 1, err);
 		ck_assert_msg(dt >= 90 && dt <= 250, "attempt %d took %.1f ms",
 		    i + 1, dt);
-		ck_assert_msg(store_connects(st) == (unsigned long)i + 1,
+		/* The second connection's own set-up (INFO, TIME) meets the
+		 * sleeping Redis: it is bounded by the same timeout and is not
+		 * counted as a connect. */
+		ck_assert_msg(store_connects(st) == 1,
 		    "attempt %d: connects %lu", i + 1, store_connects(st));
 	}
 	ck_assert_msg(!store_is_down(st), "two failures opened the breaker");
 	wait_main_free();
 	r = CMD(st, err, "PING");
 	expect_status("PING after timeouts", r, err, "PONG");
-	ck_assert_msg(store_connects(st) == 3, "connects %lu",
+	ck_assert_msg(store_connects(st) == 2, "connects %lu",
 	    store_connects(st));
 	store_free(st);
 }
