@@ -1054,6 +1054,112 @@ START_TEST(test_all_keys_expire)
 }
 END_TEST
 
+/* ---- deadlines: a call that reaches Redis too late changes nothing */
+
+/* The script with ARGV[1] given by the test, not by the store. */
+static struct store_script raw_script = { limiter_script, false, "", 0 };
+
+static redisReply *
+raw_call(const char *label, const char *deadline, const char *key, bool give_back,
+    int64_t field)
+{
+	char fieldtext[24], err[256] = "";
+	const char *keys[1] = { key };
+	const char *check[12] = { deadline, "1", "1", "0", "0", "13",
+	    "c", "10", "60000", "1000", "1", "r" };
+	const char *back[8] = { deadline, "0", "0", "1", "0", "7", fieldtext, "1" };
+	redisReply *r;
+
+	snprintf(fieldtext, sizeof(fieldtext), "%" PRId64, field);
+	r = store_eval(st, &raw_script, 1, keys, NULL, give_back ? 8 : 12,
+	    give_back ? back : check, NULL, err, sizeof(err));
+	ck_assert_msg(r != NULL, "%s: store_eval: %s", label, err);
+	return r;
+}
+
+START_TEST(test_deadline_script)
+{
+	char past[24], future[24];
+	int64_t now = redis_now_ms("deadline"), field;
+	redisReply *r;
+
+	snprintf(past, sizeof(past), "%" PRId64, now - 1000);
+	snprintf(future, sizeof(future), "%" PRId64, now + 60000);
+
+	r = raw_call("past", past, "lim:late:a", false, 0);
+	ck_assert_msg(r->type == REDIS_REPLY_ERROR && strstr(r->str, "LATE") != NULL,
+	    "a call past its deadline: reply type %d %s", r->type,
+	    r->type == REDIS_REPLY_ERROR ? r->str : "");
+	store_reply_free(r);
+	ck_assert_msg(count_keys("past", "lim:late:a") == 0,
+	    "a call past its deadline created its key");
+
+	r = raw_call("future", future, "lim:late:a", false, 0);
+	ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 6,
+	    "a call before its deadline: reply type %d", r->type);
+	field = r->element[5]->integer;
+	store_reply_free(r);
+	assert_units("future", "the key", BYTES("lim:late:a"), 1, 61100);
+
+	/* Returning units is always right, late or not. */
+	r = raw_call("give-back", past, "lim:late:a", true, field);
+	ck_assert_msg(r->type == REDIS_REPLY_ARRAY, "a late give-back: reply "
+	    "type %d %s", r->type, r->type == REDIS_REPLY_ERROR ? r->str : "");
+	store_reply_free(r);
+	assert_units("give-back", "the key", BYTES("lim:late:a"), 0, 61100);
+}
+END_TEST
+
+static void *
+stall_redis(void *arg)
+{
+	(void)arg;
+	tl_redis_command("DEBUG SLEEP 1");
+	return NULL;
+}
+
+/*
+ * Redis stalls longer than the store's timeout: the caller gives up (and
+ * follows on_redis_error), and the call that Redis runs once it wakes up
+ * must reserve nothing.  Before deadlines it reserved a unit that nobody
+ * would ever confirm or give back.
+ */
+START_TEST(test_deadline_stall)
+{
+	struct store_options o = {
+		.address = address, .connect_timeout_ms = 1000,
+		.timeout_ms = 100, .pool = 1,
+	};
+	struct limiter_check c = check_of(BYTES("lim:late:stall"), 10, MIN, 1, 'r');
+	struct limiter_check warm = check_of(BYTES("lim:late:warm"), 10, MIN, 1, 'r');
+	struct limiter_result res;
+	char err[256] = "";
+	struct store *fast = store_new(&o, err, sizeof(err));
+	struct timespec pause = { 0, 300 * 1000000L };
+	pthread_t th;
+	bool refused;
+	size_t stop;
+
+	ck_assert_msg(fast != NULL, "store_new: %s", err);
+	/* Connected, script loaded: the stalled call is the EVALSHA itself. */
+	ck_assert_msg(limiter_run(fast, &warm, 1, LIMITER_RESERVE, NULL, 0, NULL, 0,
+	    &refused, &stop, &res, err, sizeof(err)) == 0, "warm-up: %s", err);
+	ck_assert_int_eq(pthread_create(&th, NULL, stall_redis, NULL), 0);
+	nanosleep(&pause, NULL);
+	ck_assert_msg(limiter_run(fast, &c, 1, LIMITER_RESERVE, NULL, 0, NULL, 0,
+	    &refused, &stop, &res, err, sizeof(err)) != 0,
+	    "a call during a 1 s stall succeeded with timeout 100 ms");
+	ck_assert_msg(strstr(err, "timeout after 100 ms") != NULL, "err: %s", err);
+	pthread_join(th, NULL);
+	/* Redis has run the queued call by now (it answers in order). */
+	ck_assert_msg(strcmp(tl_redis_command("PING"), "PONG") == 0, "Redis is not back");
+	ck_assert_msg(count_keys("stall", "lim:late:stall") == 0,
+	    "the call Redis ran after the caller gave up reserved a unit");
+	assert_units("stall", "the warm-up key", BYTES("lim:late:warm"), 1, MIN + 2000);
+	store_free(fast);
+}
+END_TEST
+
 static Suite *
 limiter_suite(void)
 {
@@ -1069,6 +1175,8 @@ limiter_suite(void)
 	tcase_add_loop_test(tc, test_stale, 0, (int)NELEM(stales));
 	tcase_add_loop_test(tc, test_binary_key, 0, (int)NELEM(bins));
 	tcase_add_loop_test(tc, test_concurrency, 0, (int)NELEM(races));
+	tcase_add_test(tc, test_deadline_script);
+	tcase_add_test(tc, test_deadline_stall);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("time");
