@@ -167,9 +167,8 @@ expand_reply(const struct session *s, const struct reply_tmpl *t, const char *po
 	vars.policy = policy;
 	vars.limit = limit;
 	vars.size = size;
-	/* The null sender shows as <>, as in the MTA's own log. */
-	vars.sender = s->msg.active && s->msg.sender != NULL && s->msg.sender[0] == '\0' ?
-	    "<>" : s->msg.sender;
+	/* Canonical: the spelling the key was made of; <> for the null sender. */
+	vars.sender = s->msg.sender;
 	vars.rcpt = stage == POLICY_RCPT ? s->msg.rcpt : "";
 	vars.client_ip = s->client_ip;
 	reply_expand(t, &vars, out);

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "milter/session.h"
+#include "policies/canon.h"
 
 /*
  * Longer than any legal address; protects logs and Redis keys from huge
@@ -106,24 +107,26 @@ session_set_helo(struct session *s, const char *helo)
 	s->helo = copy_field(helo);
 }
 
-/* Strip surrounding <> and spaces into a new string ("" for <>). */
+/*
+ * The canonical form of an envelope address (policies/canon.h), as a new
+ * string; NULL without memory.  A huge value is cut to its last FIELD_MAX
+ * octets first, brackets and all, so the domain stays in sight.
+ */
 static char *
-strip_brackets(const char *addr)
+canonical_copy(const char *addr)
 {
 	const char *p = addr != NULL ? addr : "";
-	size_t len;
+	size_t len = strlen(p);
+	char *tail = tail_copy(p, len), *out;
 
-	while (*p == ' ')
-		p++;
-	len = strlen(p);
-	while (len > 0 && p[len - 1] == ' ')
-		len--;
-	if (len >= 2 && p[0] == '<' && p[len - 1] == '>') {
-		p++;
-		len -= 2;
-	}
-	/* Cut only after stripping, so that a huge address loses its brackets too. */
-	return tail_copy(p, len);
+	if (tail == NULL)
+		return NULL;
+	len = strlen(tail);
+	if ((out = malloc(CANON_SIZE(len))) != NULL)
+		/* A malformed spelling is still counted, in its best-effort form. */
+		(void)canon_address(tail, 0, out, CANON_SIZE(len), NULL, 0);
+	free(tail);
+	return out;
 }
 
 static bool
@@ -151,7 +154,7 @@ session_msg_start(struct session *s, const char *sender,
 {
 	session_msg_reset(s);
 	s->msg.active = true;
-	s->msg.sender = session_canonical_address(sender);
+	s->msg.sender = canonical_copy(sender);
 	s->msg.sasl_user = copy_field(sasl_user);
 	if (s->cfg != NULL && s->cfg->exempt.authenticated && s->msg.sasl_user != NULL &&
 	    s->msg.sasl_user[0] != '\0')
@@ -165,50 +168,7 @@ void
 session_set_rcpt(struct session *s, const char *rcpt)
 {
 	free(s->msg.rcpt);
-	s->msg.rcpt = session_canonical_address(rcpt);
-}
-
-/* atext of RFC 5322, the characters a dot-atom local part may hold. */
-static bool
-is_atext(char c)
-{
-	return isalnum((unsigned char)c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c));
-}
-
-char *
-session_canonical_address(const char *addr)
-{
-	char *a = strip_brackets(addr), *at, *out, *w;
-	bool dot_atom = true;
-
-	/* "local"@domain: undo the quoting, and drop the quotes when the local
-	 * part does not need them ("spam"@x is spam@x, as the MTA sees it). */
-	if (a == NULL || a[0] != '"' || (at = strrchr(a, '@')) == NULL || at - a < 2 ||
-	    at[-1] != '"')
-		return a;
-	if ((out = malloc(strlen(a) + 3)) == NULL)
-		return a;
-	w = out + 1;
-	for (const char *p = a + 1; p < at - 1; p++) {
-		if (*p == '\\' && p + 1 < at - 1)
-			p++;
-		dot_atom &= is_atext(*p) || (*p == '.' && w > out + 1 && p + 1 < at - 1 &&
-		    w[-1] != '.');
-		*w++ = *p;
-	}
-	if (w == out + 1)
-		dot_atom = false;
-	if (dot_atom) {
-		size_t n = (size_t)(w - out - 1);
-		memmove(out, out + 1, n);
-		w = out + n;
-	} else {
-		out[0] = '"';
-		*w++ = '"';
-	}
-	strcpy(w, at);
-	free(a);
-	return out;
+	s->msg.rcpt = canonical_copy(rcpt);
 }
 
 void

@@ -40,9 +40,9 @@ struct session_resv {
 struct session_msg {
 	bool active;               /* MAIL seen, no end of message or abort yet */
 	char queue_id[32];         /* "-" until the MTA tells */
-	char *sender;              /* without <>; "" is the null sender */
+	char *sender;              /* canonical (policies/canon.h); "<>": null sender */
 	char *sasl_user;
-	char *rcpt;                /* the recipient being decided */
+	char *rcpt;                /* the recipient being decided, canonical */
 	uint64_t declared_size;
 	bool has_declared_size;
 	uint64_t size;             /* header and body octets received */
@@ -98,12 +98,5 @@ void session_msg_start(struct session *s, const char *sender,
     const char *const *esmtp_args, const char *sasl_user);
 void session_set_rcpt(struct session *s, const char *rcpt);
 void session_set_queue_id(struct session *s, const char *qid);
-
-/*
- * An envelope address as policies compare it: brackets stripped, a quoted
- * local part unquoted ("spam"@x -> spam@x; "john\ doe"@x -> "john doe"@x),
- * so that quoting cannot dodge a list or a limit.  New string.
- */
-char *session_canonical_address(const char *addr);
 
 #endif

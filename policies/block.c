@@ -163,7 +163,7 @@ block_check(const void *settings, enum policy_stage stage,
 	hit->limit_is_size = false;
 	value = value_of(s, msg);
 	/* Nothing to compare (no client address, not authenticated): no match.
-	 * The null sender is "" too, and is matched by "<>". */
+	 * The null sender is "<>" (policies/canon.h). */
 	if (value[0] == '\0' && s->bm != BM_SENDER && s->bm != BM_SENDER_DOMAIN)
 		return false;
 	return matcher_match(s->m, value);
@@ -291,7 +291,7 @@ block_members(const void *settings, enum policy_stage stage,
 	value = value_of(s, msg);
 	if (strlen(value) > POLICY_MEMBER_VALUE_MAX)
 		return 0;
-	if (value[0] == '\0') {
+	if (value[0] == '\0' || strcmp(value, "<>") == 0) {
 		if (s->bm == BM_SENDER)
 			member_ref(out, "<>", 2);
 		return out->n;

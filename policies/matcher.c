@@ -38,6 +38,7 @@
 #include <sys/types.h>
 
 #include "milter/addr.h"
+#include "policies/canon.h"
 #include "policies/matcher.h"
 
 #define KEY_MAX 1000             /* longest name, domain or address entry */
@@ -607,6 +608,7 @@ static int
 address_add(struct matcher *m, char *key, size_t len, const char *shown,
     char *why, size_t whylen)
 {
+	char canon[CANON_SIZE(KEY_MAX)], reason[128];
 	char *at;
 
 	if (strcmp(key, "<>") == 0) {
@@ -638,7 +640,12 @@ address_add(struct matcher *m, char *key, size_t len, const char *shown,
 		key[--len] = '\0';
 	if (domain_check(at + 1, len - (size_t)(at - key) - 1, shown, why, whylen) != 0)
 		return -1;
-	if (str_add(m, key, len, ROLE_WHOLE) != 0) {
+	/* Stored as values are compared: in the one canonical form. */
+	if (canon_address(key, 0, canon, sizeof(canon), reason, sizeof(reason)) != 0) {
+		snprintf(why, whylen, "\"%s\" can never match: %s", shown, reason);
+		return -1;
+	}
+	if (str_add(m, canon, strlen(canon), ROLE_WHOLE) != 0) {
 		snprintf(why, whylen, "\"%s\": out of memory", shown);
 		return -1;
 	}

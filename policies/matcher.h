@@ -20,7 +20,7 @@
  *   /regex/  /regex/i  PCRE2, on the value's bytes        (all kinds)
  *
  * Names, domains and addresses compare ASCII case-insensitively (local
- * parts too, quoted ones included, as policies/normalize does); a single
+ * parts too, quoted ones included, as policies/canon does); a single
  * trailing dot of a value is ignored.  `.example.com` matches example.com
  * and a.b.example.com, never notexample.com.  An IPv4 client given as
  * ::ffff:a.b.c.d matches IPv4 networks (milter/addr maps both families into

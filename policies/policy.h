@@ -48,8 +48,10 @@ enum policy_action {
 struct policy_msg {
 	const char *client_ip;     /* "" when the MTA gave none */
 	const char *helo;
-	const char *sender;        /* envelope sender without <>; "" is the null sender */
-	const char *rcpt;          /* the recipient being decided (RCPT stage), else "" */
+	const char *sender;        /* envelope sender, canonical (policies/canon.h):
+	                            * "<>" is the null sender */
+	const char *rcpt;          /* the recipient being decided (RCPT stage),
+	                            * canonical, else "" */
 	const char *sasl_user;     /* "" when not authenticated */
 	uint64_t declared_size;    /* SIZE= of MAIL FROM */
 	bool has_declared_size;

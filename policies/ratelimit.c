@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "policies/normalize.h"
+#include "policies/canon.h"
 #include "policies/policy.h"
 
 enum key_part {
@@ -147,12 +147,25 @@ append_part(struct policy_count *c, const char *part, bool first)
 	return true;
 }
 
+/*
+ * An address key part.  Session values are canonical already; passing them
+ * through canon_address again changes nothing but the extension, and keeps
+ * one function in charge of what a key is.
+ */
+static void
+address_part(const char *addr, const struct ratelimit_settings *s, char *buf,
+    size_t len)
+{
+	(void)canon_address(addr, s->strip_extension ? CANON_STRIP_EXTENSION : 0, buf, len,
+	    NULL, 0);
+}
+
 static bool
 ratelimit_count(const void *settings, enum policy_stage stage,
     const struct policy_msg *msg, struct policy_count *c)
 {
 	const struct ratelimit_settings *s = settings;
-	char buf[1100];
+	char buf[CANON_SIZE(1100)];
 
 	if (stage != POLICY_RCPT)
 		return false;
@@ -162,15 +175,15 @@ ratelimit_count(const void *settings, enum policy_stage stage,
 		switch (s->parts[i]) {
 		case KP_CLIENT_IP: snprintf(buf, sizeof(buf), "%s", msg->client_ip); break;
 		case KP_CLIENT_NET:
-			norm_client_net(msg->client_ip, (unsigned)s->client_net_v4,
+			canon_client_net(msg->client_ip, (unsigned)s->client_net_v4,
 			    (unsigned)s->client_net_v6, buf, sizeof(buf));
 			break;
-		case KP_HELO: norm_lower(msg->helo, buf, sizeof(buf)); break;
-		case KP_SENDER: norm_address(msg->sender, s->strip_extension, buf, sizeof(buf)); break;
-		case KP_SENDER_DOMAIN: norm_domain(msg->sender, buf, sizeof(buf)); break;
-		case KP_SASL_USER: snprintf(buf, sizeof(buf), "%s", msg->sasl_user); break;
-		case KP_RCPT: norm_address(msg->rcpt, s->strip_extension, buf, sizeof(buf)); break;
-		case KP_RCPT_DOMAIN: norm_domain(msg->rcpt, buf, sizeof(buf)); break;
+		case KP_HELO: canon_domain(msg->helo, buf, sizeof(buf)); break;
+		case KP_SENDER: address_part(msg->sender, s, buf, sizeof(buf)); break;
+		case KP_SENDER_DOMAIN: canon_domain_of(msg->sender, buf, sizeof(buf)); break;
+		case KP_SASL_USER: canon_lower(msg->sasl_user, buf, sizeof(buf)); break;
+		case KP_RCPT: address_part(msg->rcpt, s, buf, sizeof(buf)); break;
+		case KP_RCPT_DOMAIN: canon_domain_of(msg->rcpt, buf, sizeof(buf)); break;
 		case KP_COUNT: buf[0] = '\0'; break;
 		}
 		/* An empty part (no SASL user, no client address): not counted. */

@@ -524,7 +524,7 @@ static const struct scenario scenarios[] = {
 	      MAIL("<abuse@victim.example>"),
 	      RCPT("<ok@victim.example>"),
 	      RCPT_HIT("<Abuse@Victim.Example>", REJ, "b",
-		  "550 5.7.1 Abuse@Victim.Example refused for abuse@victim.example"),
+		  "550 5.7.1 abuse@victim.example refused for abuse@victim.example"),
 	      RCPT("<abuse@sub.victim.example>"),
 	      RCPT_HIT("<x@rat.example>", REJ, "b",
 		  "550 5.7.1 x@rat.example refused for abuse@victim.example"),
@@ -724,11 +724,11 @@ static const struct scenario scenarios[] = {
 	    "  reply = \"554 5.7.1 ${client_ip} [${sender}] [${rcpt}] ${policy}\";"),
 	    { CONNECT_HIT("192.0.2.55", REJ, "b", "554 5.7.1 192.0.2.55 [] [] b") },
 	    { { "b", 1, 1, 0, 0, 0, 0, 0 } } },
-	{ "reply: variables at MAIL keep the sender as sent", NULL,
+	{ "reply: variables at MAIL show the canonical sender", NULL,
 	    BLOCK("sender", "[ \"spam@example.com\" ]", "action = \"reject\";\n"
 	    "  reply = \"550 5.7.1 Sender ${sender} is not accepted here (${client_ip})\";"),
 	    { CONNECT("2001:db8::7"), MAIL_HIT("<SPAM@Example.COM>", REJ, "b",
-		  "550 5.7.1 Sender SPAM@Example.COM is not accepted here (2001:db8::7)") },
+		  "550 5.7.1 Sender spam@example.com is not accepted here (2001:db8::7)") },
 	    { { "b", 1, 1, 0, 0, 0, 0, 0 } } },
 	{ "reply: the null sender expands to <>", NULL,
 	    BLOCK("sender", "[ \"<>\" ]", "action = \"reject\";\n"

@@ -291,9 +291,9 @@ static const struct scenario scenarios[] = {
 	      MAIL("<evil%s\r\n250 2.0.0 ok\x01@example.org>", NULL),
 	      RCPT("<a@example.net>"),
 	      RCPT_SENT("<x%n%\r\n.\r\nQUIT\x01j\xc3\xbc@y>", POLICY_REJECT, "limit",
-		  "550 5.5.3 evil%s??250 2.0.0 ok?@example.org -> x%n%??.??QUIT?j??@y "
+		  "550 5.5.3 evil%s??250 2.0.0 ok?@example.org -> x%n%??.??quit?j??@y "
 		  "from 2001:db8::25: 100% full",
-		  "evil%%s??250 2.0.0 ok?@example.org -> x%%n%%??.??QUIT?j??@y "
+		  "evil%%s??250 2.0.0 ok?@example.org -> x%%n%%??.??quit?j??@y "
 		  "from 2001:db8::25: 100%% full"),
 	      RSET },
 	    { { "limit", 2, 1, 0, 0, 0, 0, 0 } } },
