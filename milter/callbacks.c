@@ -105,8 +105,11 @@ respond(SMFICTX *ctx, struct session *s, enum policy_stage stage,
 		set_reply(ctx, v);
 		return SMFIS_TEMPFAIL;
 	case POLICY_ACCEPT:
-		/* A connection accepted at connect/HELO needs no more callbacks. */
-		if (stage <= POLICY_HELO && !(s->nr_flags & nr_flag))
+		/* A connection accepted at connect/HELO needs no more callbacks,
+		 * unless a discard or quarantine decided before the accept waits
+		 * for the end of each message (an accept never undoes one). */
+		if (stage <= POLICY_HELO && s->pending == POLICY_NONE &&
+		    !(s->nr_flags & nr_flag))
 			return SMFIS_ACCEPT;
 		break;
 	case POLICY_DISCARD:

@@ -8,17 +8,24 @@
  *
  *   1. plan: every applicable policy is looked at in file order.  In-memory
  *      policies are checked at once (pure functions); counting policies say
- *      what they would count.  The first in-memory policy that decides
- *      (refuses, or accepts) ends the plan: nothing after it can matter.
- *   2. one limiter call checks the counting policies planned before that
- *      point, all at once and atomically, and reserves their units unless
- *      the stage is going to refuse anyway (a refused attempt never
- *      counts);
+ *      what they would count.  The first in-memory policy that refuses ends
+ *      the plan: nothing after it can matter.  So does one that accepts,
+ *      except at RCPT, where an accept covers only its recipient: the plan
+ *      goes on with the message-level policies (per_recipient false).
+ *   2. one limiter call checks the counting policies and live lists planned,
+ *      all at once and atomically, and reserves their units unless the
+ *      stage is going to refuse anyway (a refused attempt never counts).
+ *      An accept found in Redis covers the checks after it the same way.
  *   3. walk: the plan is walked in file order with all results known;
  *      statistics, log lines and the verdict come from the walk.
  *
- * Reservations are remembered in the message and given back when it does
- * not end in acceptance (engine_release), or confirmed at end of message.
+ * What an accept covers (README "What an accept covers"): at CONNECT and
+ * HELO the connection, at MAIL the message, at RCPT that recipient.  A
+ * discard or quarantine decided earlier stands whatever accepts later.
+ *
+ * Reservations live in the message's ledger (milter/ledger.h): given back
+ * when it does not end in acceptance (engine_release), settled and kept at
+ * end of message.
  */
 #include "config.h"
 
@@ -27,6 +34,7 @@
 #include <string.h>
 
 #include "milter/engine.h"
+#include "milter/ledger.h"
 #include "milter/limiter.h"
 #include "milter/log.h"
 #include "milter/stats.h"
@@ -40,6 +48,7 @@ struct item {
 	bool active;               /* counting: something to check at this stage */
 	bool hit;                  /* in-memory: the policy is hit */
 	bool lookup;               /* not hit in memory: look up its live list */
+	bool outlives;             /* at RCPT, not covered by an accept (message-level) */
 	struct policy_members *mem;       /* ... these members of it */
 	char found[300];                  /* the live-list member that matched */
 	struct policy_hit info;
@@ -241,26 +250,11 @@ scratch(struct session *s)
 	return w;
 }
 
+/* At RCPT, a policy that judges the recipient rather than the message. */
 static bool
-reserved_before(const struct session *s, const struct item *it)
+per_recipient(const struct cfg_policy *p)
 {
-	for (size_t i = 0; i < s->msg.nresv; i++) {
-		const struct session_resv *r = &s->msg.resv[i];
-		if (r->policy == it->p && r->keylen == it->keylen &&
-		    memcmp(r->key, it->key, it->keylen) == 0)
-			return true;
-	}
-	return false;
-}
-
-static char
-on_over(const struct cfg_policy *p)
-{
-	if (p->dry_run)
-		return 's';
-	if (refuses(p->action))
-		return 'r';
-	return p->action == POLICY_ACCEPT ? 'a' : 's';
+	return p->type->per_recipient != NULL && p->type->per_recipient(p->settings);
 }
 
 /*
@@ -291,10 +285,11 @@ decide(struct session *s, const struct cfg_policy *p, enum policy_action action,
 		}
 		return false;
 	case POLICY_ACCEPT:
+		/* At RCPT the accept covers its recipient: nothing to remember. */
 		if (stage <= POLICY_HELO)
 			s->accepted = true;
-		else
-			s->msg.decided = true;
+		else if (stage == POLICY_MAIL)
+			s->msg.accepted = true;
 		break;
 	default:
 		break;
@@ -316,60 +311,38 @@ dry_hit(struct session *s, const struct cfg_policy *p, enum policy_stage stage,
 	log_decision(s, p, stage, p->action, true, key, p->reply ? &v->reply : NULL);
 }
 
-static void forget_resv(struct session *s);
-
-/* Give back every reservation of the message; logs and forgets on failure. */
-static void
-give_back_all(struct session *s)
-{
-	struct limiter_back *b;
-	char err[256];
-	bool refused;
-	size_t stop;
-
-	if (s->msg.nresv == 0)
-		return;
-	if (s->cfg->redis != NULL && (b = calloc(s->msg.nresv, sizeof(*b))) != NULL) {
-		for (size_t i = 0; i < s->msg.nresv; i++) {
-			b[i].key = s->msg.resv[i].key;
-			b[i].keylen = s->msg.resv[i].keylen;
-			b[i].field = s->msg.resv[i].field;
-			b[i].amount = s->msg.resv[i].amount;
-		}
-		/* On failure the units stay counted until their key expires:
-		 * too strict for a while, never too lenient. */
-		if (limiter_run(s->cfg->redis->store, NULL, 0, LIMITER_CHECK_ONLY, b, s->msg.nresv,
-		    NULL, 0, &refused, &stop, NULL, err, sizeof(err)) != 0)
-			redis_trouble("cannot give back units", err);
-		free(b);
-	}
-	forget_resv(s);
-}
-
 void
 engine_release(struct session *s)
 {
 	if (s->cfg != NULL)
-		give_back_all(s);
+		ledger_give_back(s);
 }
 
-/* ---- RCPT (and any stage with counting policies) */
+/* ---- one stage: plan, one limiter call, walk */
 
+/*
+ * Plan the stage.  *mode tells the limiter whether to reserve: not when an
+ * in-memory refusal ends the plan (a refused attempt never counts), unless
+ * an accept found in Redis before it could cover that refusal.
+ */
 static void
 plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
-    struct scratch *w, size_t *nitems, bool *pure_refusal)
+    struct scratch *w, size_t *nitems, enum limiter_reserve *mode)
 {
 	const struct cfg *c = s->cfg;
 	struct item *items = w->items;
-	bool decided = false;
+	bool decided = false, covered = false;
 	size_t n = 0, nmem = 0;
 
-	*pure_refusal = false;
+	*mode = LIMITER_RESERVE;
 	for (size_t i = 0; i < c->npolicies && !decided; i++) {
 		const struct cfg_policy *p = &c->policies[i];
 		struct item *it;
 
 		if (!(p->stages & POLICY_STAGE(stage)) || policy_exempt(s, p))
+			continue;
+		/* An accept earlier at RCPT covers its recipient. */
+		if (covered && per_recipient(p))
 			continue;
 		it = &items[n++];
 		it->p = p;
@@ -377,6 +350,7 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		it->active = false;
 		it->hit = false;
 		it->lookup = false;
+		it->outlives = stage == POLICY_RCPT && !per_recipient(p);
 		memset(&it->info, 0, sizeof(it->info));
 		if (it->counting) {
 			if (!p->type->count(p->settings, stage, m, &it->cnt))
@@ -388,16 +362,24 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 			it->key[it->keylen] = '\0';
 			/* Messages and bytes count once per message and key. */
 			it->active = it->cnt.unit == POLICY_UNIT_RECIPIENTS ||
-			    !reserved_before(s, it);
+			    !ledger_holds(s, p, it->key, it->keylen);
 			it->info.limit = it->cnt.limit;
 			it->info.limit_is_size = it->cnt.unit == POLICY_UNIT_BYTES;
 			continue;
 		}
 		it->hit = p->type->check(p->settings, stage, m, &it->info);
-		if (it->hit && !p->dry_run && (refuses(p->action) ||
-		    p->action == POLICY_ACCEPT)) {
+		if (it->hit && !p->dry_run && refuses(p->action)) {
 			decided = true;
-			*pure_refusal = refuses(p->action);
+			/* A refusal an accept in Redis could still cover: reserve
+			 * only if one does.  One it cannot (message-level, at RCPT)
+			 * stands whatever Redis says. */
+			*mode = stage == POLICY_RCPT && !per_recipient(p) ?
+			    LIMITER_CHECK_ONLY : LIMITER_RESERVE_IF_ACCEPTED;
+		} else if (it->hit && !p->dry_run && p->action == POLICY_ACCEPT) {
+			if (stage == POLICY_RCPT)
+				covered = true;
+			else
+				decided = true;
 		}
 		/* Not in the static list: maybe in the live one. */
 		if (!it->hit && p->live && nmem < c->nlive) {
@@ -431,217 +413,223 @@ live_found(struct item *it, const struct limiter_result *r)
 	it->found[5 + len] = '\0';
 }
 
-static enum policy_action
-run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
+/* The limiter call for the items that need Redis.  true when it failed. */
+static bool
+call_limiter(struct session *s, struct scratch *w, size_t n, enum limiter_reserve mode)
 {
-	struct scratch *w = scratch(s);
-	struct item *items;
-	struct limiter_check *checks;
-	struct limiter_result *res;
-	struct policy_msg m;
-	size_t n, nc = 0;
-	bool pure_refusal, refused = false, redis_failed = false;
+	struct item *items = w->items;
+	size_t nc = 0, stop;
+	bool refused;
 	char err[256];
-
-	if (w == NULL)
-		return POLICY_NONE;
-	items = w->items;
-	checks = w->checks;
-	res = w->res;
-	build_msg(s, &m);
-	plan(s, stage, &m, w, &n, &pure_refusal);
-
-	for (size_t i = 0; i < n; i++)
-		if (items[i].active)
-			items[i].check = nc++;
-	if (nc > 0) {
-		size_t lstop;
-		for (size_t i = 0; i < n; i++) {
-			struct item *it = &items[i];
-			if (!it->active)
-				continue;
-			if (it->lookup)
-				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
-				    0, 0, 0, on_over(it->p), it->mem->v, it->mem->len, it->mem->n,
-				    on_redis_error(s, it->p) == CFG_ON_ERROR_TEMPFAIL &&
-				    !it->p->dry_run ? 'r' : 's' };
-			else
-				checks[it->check] = (struct limiter_check){ it->key, it->keylen,
-				    it->cnt.limit, it->cnt.window_ms, it->cnt.amount,
-				    on_over(it->p), NULL, NULL, 0, 's' };
-		}
-		redis_failed = limiter_run(s->cfg->redis->store, checks, nc,
-		    pure_refusal ? LIMITER_RESERVE_IF_ACCEPTED : LIMITER_RESERVE,
-		    NULL, 0, NULL, 0, &refused, &lstop, res, err, sizeof(err)) != 0;
-		if (redis_failed)
-			redis_trouble("check failed", err);
-	}
 
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &items[i];
-		const struct cfg_policy *p = it->p;
+		struct limiter_check *c;
 
-		if (it->counting && !it->active)
+		if (!it->active)
 			continue;
-		stats_add(p->stats, STATS_CHECKED, 1);
-		if (!it->counting) {
-			const char *key = NULL;
-			if (it->lookup && (redis_failed || res[it->check].failed)) {
-				if (!redis_failed) {
-					char why[POLICY_KEY_MAX + 200];
-					snprintf(why, sizeof(why), "%.*s is not a sorted set "
-					    "(see README: live lists)", (int)it->keylen, it->key);
-					redis_trouble(p->name, why);
-				}
-				/* The static list said no; the live one cannot answer. */
-				stats_add(p->stats, STATS_REDIS_ERRORS, 1);
-				if (on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&
-				    decide(s, p, POLICY_TEMPFAIL, stage, NULL,
-				    s->cfg->redis_error_reply, &it->info, NULL, v))
-					break;
-				continue;
-			}
-			if (it->lookup && res[it->check].over) {
-				live_found(it, &res[it->check]);
-				it->hit = true;
-				key = it->found;
-			}
-			if (!it->hit)
-				continue;
-			if (p->dry_run) {
-				dry_hit(s, p, stage, key, &it->info, NULL, v);
-				continue;
-			}
-			if (decide(s, p, p->action, stage, key, p->reply, &it->info, NULL, v))
-				break;
+		it->check = nc;
+		c = &w->checks[nc++];
+		*c = (struct limiter_check){ .key = it->key, .keylen = it->keylen,
+		    .on_over = ledger_on_over(it->p), .outlives_accept = it->outlives };
+		if (it->lookup) {
+			c->members = it->mem->v;
+			c->memberlens = it->mem->len;
+			c->nmembers = it->mem->n;
+			/* A list that cannot answer, for a policy that then
+			 * tempfails, refuses the call: nothing after it reserves. */
+			c->on_fail = on_redis_error(s, it->p) == CFG_ON_ERROR_TEMPFAIL &&
+			    !it->p->dry_run ? LIMITER_REFUSE : LIMITER_SOFT;
+		} else {
+			c->limit = it->cnt.limit;
+			c->window_ms = it->cnt.window_ms;
+			c->amount = it->cnt.amount;
+		}
+	}
+	if (nc == 0)
+		return false;
+	if (limiter_run(s->cfg->redis->store, w->checks, nc, mode, NULL, 0, NULL, 0,
+	    &refused, &stop, w->res, err, sizeof(err)) != 0) {
+		redis_trouble("check failed", err);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Walk an in-memory policy or a live list.  Returns true when the stage
+ * ends here; *covered is set by an accept at RCPT.
+ */
+static bool
+walk_list(struct session *s, enum policy_stage stage, struct item *it,
+    const struct limiter_result *r, bool redis_failed, bool *covered,
+    struct engine_verdict *v)
+{
+	const struct cfg_policy *p = it->p;
+	const char *key = NULL;
+
+	if (it->lookup && (redis_failed || r->failed)) {
+		if (!redis_failed) {
+			char why[POLICY_KEY_MAX + 200];
+			snprintf(why, sizeof(why), "%.*s is not a sorted set "
+			    "(see README: live lists)", (int)it->keylen, it->key);
+			redis_trouble(p->name, why);
+		}
+		/* The static list said no; the live one cannot answer. */
+		stats_add(p->stats, STATS_REDIS_ERRORS, 1);
+		return on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&
+		    decide(s, p, POLICY_TEMPFAIL, stage, NULL, s->cfg->redis_error_reply,
+		    &it->info, NULL, v);
+	}
+	if (it->lookup && r->over) {
+		live_found(it, r);
+		it->hit = true;
+		key = it->found;
+	}
+	if (!it->hit)
+		return false;
+	if (p->dry_run) {
+		dry_hit(s, p, stage, key, &it->info, NULL, v);
+		return false;
+	}
+	if (p->action == POLICY_ACCEPT && stage == POLICY_RCPT) {
+		decide(s, p, POLICY_ACCEPT, stage, key, p->reply, &it->info, NULL, v);
+		*covered = true;
+		return false;
+	}
+	return decide(s, p, p->action, stage, key, p->reply, &it->info, NULL, v);
+}
+
+/* Walk a rate limit.  Returns true when the stage ends here. */
+static bool
+walk_count(struct session *s, enum policy_stage stage, struct item *it,
+    const struct limiter_result *r, bool redis_failed, bool *covered,
+    struct engine_verdict *v)
+{
+	const struct cfg_policy *p = it->p;
+	struct count_vars cv = { it->cnt.key, it->cnt.window_ms, r->retry_ms };
+
+	if (redis_failed) {
+		stats_add(p->stats, STATS_REDIS_ERRORS, 1);
+		return on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&
+		    decide(s, p, POLICY_TEMPFAIL, stage, it->cnt.key,
+		    s->cfg->redis_error_reply, &it->info, NULL, v);
+	}
+	if (r->over) {
+		if (p->dry_run) {
+			dry_hit(s, p, stage, it->cnt.key, &it->info, &cv, v);
+			return false;
+		}
+		if (p->action == POLICY_ACCEPT && stage == POLICY_RCPT) {
+			decide(s, p, POLICY_ACCEPT, stage, it->cnt.key, p->reply, &it->info,
+			    &cv, v);
+			*covered = true;
+			return false;
+		}
+		return decide(s, p, p->action, stage, it->cnt.key, p->reply, &it->info,
+		    &cv, v);
+	}
+	/* The script reserved exactly the checks it returns a bucket for. */
+	if (r->field >= 0) {
+		struct session_resv add = { p, it->key, it->keylen,
+		    it->keylen - it->cnt.keylen, r->field, it->cnt.amount,
+		    it->cnt.limit, it->cnt.window_ms };
+		if (ledger_add(s, &add) != 0)
+			log_msg(LOG_ERR, "out of memory: a reservation will not be given back");
+	}
+	return false;
+}
+
+static enum policy_action
+run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
+{
+	static const struct limiter_result none = { .field = -1 };
+	struct scratch *w = scratch(s);
+	enum limiter_reserve mode;
+	struct policy_msg m;
+	bool redis_failed, covered = false;
+	size_t n;
+
+	if (w == NULL)
+		return POLICY_NONE;
+	build_msg(s, &m);
+	plan(s, stage, &m, w, &n, &mode);
+	redis_failed = call_limiter(s, w, n, mode);
+
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &w->items[i];
+		const struct limiter_result *r = it->active ? &w->res[it->check] : &none;
+		bool ends;
+
+		if ((it->counting && !it->active) || (covered && !it->outlives) ||
+		    (!redis_failed && r->skipped))
 			continue;
-		}
-		if (redis_failed) {
-			stats_add(p->stats, STATS_REDIS_ERRORS, 1);
-			if (on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&
-			    decide(s, p, POLICY_TEMPFAIL, stage, it->cnt.key,
-			    s->cfg->redis_error_reply, &it->info, NULL, v))
-				break;
-			continue;
-		}
-		const struct limiter_result *r = &res[it->check];
-		struct count_vars cv = { it->cnt.key, it->cnt.window_ms, r->retry_ms };
-		if (r->over) {
-			if (p->dry_run) {
-				dry_hit(s, p, stage, it->cnt.key, &it->info, &cv, v);
-				continue;
-			}
-			if (decide(s, p, p->action, stage, it->cnt.key, p->reply, &it->info,
-			    &cv, v))
-				break;
-			continue;
-		}
-		/* The script reserved exactly the checks it returns a bucket for. */
-		if (r->field >= 0) {
-			struct session_resv add = { p, it->key, it->keylen,
-			    it->keylen - it->cnt.keylen, r->field, it->cnt.amount,
-			    it->cnt.limit, it->cnt.window_ms };
-			if (session_add_resv(s, &add) != 0)
-				log_msg(LOG_ERR, "out of memory: a reservation will not be "
-				    "given back");
-		}
+		stats_add(it->p->stats, STATS_CHECKED, 1);
+		if (it->counting)
+			ends = walk_count(s, stage, it, r, redis_failed, &covered, v);
+		else
+			ends = walk_list(s, stage, it, r, redis_failed, &covered, v);
+		if (ends)
+			break;
 	}
 	return v->action;
 }
 
 /* ---- end of message: byte counts reconciled, reservations settled */
 
-/* Forget the reservations: the message was accepted, or they went back. */
-static void
-forget_resv(struct session *s)
-{
-	for (size_t i = 0; i < s->msg.nresv; i++)
-		free(s->msg.resv[i].key);
-	s->msg.nresv = 0;
-}
-
-/*
- * Byte counts reserved SIZE= at RCPT; now the real size counts: one more
- * atomic call checks and adds what is over the declared size (refusing the
- * message when that passes a limit, and then giving back everything it
- * reserved) and gives back what is under it.  Every other reservation is
- * simply kept: the message is accepted.
- */
 static void
 settle_eom(struct session *s, struct engine_verdict *v)
 {
-	size_t nres = s->msg.nresv, nc = 0, na = 0, lstop;
-	struct limiter_check *checks = NULL;
-	struct limiter_back *always = NULL, *all = NULL;
-	struct limiter_result *res = NULL;
-	size_t *owner = NULL;
-	bool refused = false;
+	struct ledger_check *out;
+	size_t nout;
+	bool refused;
 	char err[256];
 
-	if (nres == 0)
+	if (s->msg.nresv == 0)
 		return;
 	if (refuses(v->action)) {
-		give_back_all(s);
+		ledger_give_back(s);
 		return;
 	}
-	checks = calloc(nres, sizeof(*checks));
-	res = calloc(nres, sizeof(*res));
-	always = calloc(nres, sizeof(*always));
-	all = calloc(nres, sizeof(*all));
-	owner = calloc(nres, sizeof(*owner));
-	if (checks == NULL || res == NULL || always == NULL || all == NULL || owner == NULL)
-		goto confirm;
-	for (size_t i = 0; i < nres; i++) {
-		const struct session_resv *r = &s->msg.resv[i];
-
-		all[i] = (struct limiter_back){ r->key, r->keylen, r->field, r->amount };
-		if (!(r->policy->stages & POLICY_STAGE(POLICY_EOM)))
-			continue;
-		if (s->msg.size > r->amount) {
-			/* Accepted already by an allow list: count what fits, refuse nothing. */
-			owner[nc] = i;
-			checks[nc++] = (struct limiter_check){ r->key, r->keylen, r->limit,
-			    r->window_ms, s->msg.size - r->amount,
-			    s->msg.decided ? 's' : on_over(r->policy), NULL, NULL, 0, 's' };
-		} else if (s->msg.size < r->amount) {
-			always[na++] = (struct limiter_back){ r->key, r->keylen, r->field,
-			    r->amount - s->msg.size };
-		}
+	if ((out = calloc(s->msg.nresv, sizeof(*out))) == NULL) {
+		ledger_forget(s);
+		return;
 	}
-	if (nc + na == 0)
-		goto confirm;
-	if (limiter_run(s->cfg->redis->store, checks, nc, true, always, na, all, nres,
-	    &refused, &lstop, res, err, sizeof(err)) != 0) {
+	if (ledger_settle(s, s->msg.accepted, out, &nout, &refused, err, sizeof(err)) != 0) {
 		redis_trouble("end of message", err);
-		for (size_t j = 0; j < nc; j++) {
-			const struct session_resv *r = &s->msg.resv[owner[j]];
-			stats_add(r->policy->stats, STATS_REDIS_ERRORS, 1);
-			if (on_redis_error(s, r->policy) == CFG_ON_ERROR_TEMPFAIL &&
-			    !r->policy->dry_run) {
-				struct policy_hit info = { r->limit, true };
-				decide(s, r->policy, POLICY_TEMPFAIL, POLICY_EOM, NULL,
+		for (size_t j = 0; j < nout; j++) {
+			const struct cfg_policy *p = out[j].resv->policy;
+			struct policy_hit info = { out[j].resv->limit, true };
+
+			stats_add(p->stats, STATS_REDIS_ERRORS, 1);
+			if (on_redis_error(s, p) == CFG_ON_ERROR_TEMPFAIL && !p->dry_run &&
+			    !s->msg.accepted) {
+				decide(s, p, POLICY_TEMPFAIL, POLICY_EOM, NULL,
 				    s->cfg->redis_error_reply, &info, NULL, v);
-				give_back_all(s);
-				goto out;
+				ledger_give_back(s);
+				free(out);
+				return;
 			}
 		}
-		goto confirm;
+		ledger_forget(s);
+		free(out);
+		return;
 	}
-	for (size_t j = 0; j < nc; j++) {
-		const struct session_resv *r = &s->msg.resv[owner[j]];
+	for (size_t j = 0; j < nout; j++) {
+		const struct session_resv *r = out[j].resv;
 		const struct cfg_policy *p = r->policy;
 		struct policy_hit info = { r->limit, true };
 		const char *key = r->key + r->keyoff;
-		struct count_vars cv = { key, r->window_ms, res[j].retry_ms };
+		struct count_vars cv = { key, r->window_ms, out[j].res.retry_ms };
 
 		stats_add(p->stats, STATS_CHECKED, 1);
-		if (!res[j].over)
+		if (!out[j].res.over)
 			continue;
 		if (p->dry_run) {
 			dry_hit(s, p, POLICY_EOM, key, &info, &cv, v);
 			continue;
 		}
-		if (s->msg.decided)
+		if (s->msg.accepted)
 			continue;
 		/* A refusal acts only if it is the one that stopped the call;
 		 * discard, quarantine and accept act as at RCPT. */
@@ -649,15 +637,9 @@ settle_eom(struct session *s, struct engine_verdict *v)
 		    decide(s, p, p->action, POLICY_EOM, key, p->reply, &info, &cv, v))
 			break;
 	}
-	/* Refused: the script gave every reservation back.  Else: accepted. */
-confirm:
-	forget_resv(s);
-out:
-	free(checks);
-	free(res);
-	free(always);
-	free(all);
-	free(owner);
+	/* Refused: the ledger is empty already (given back in the call). */
+	ledger_forget(s);
+	free(out);
 }
 
 enum policy_action
@@ -667,13 +649,15 @@ engine_run(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 
 	v->action = POLICY_NONE;
 	v->policy = NULL;
-	if (c == NULL || s->exempt || s->accepted || s->msg.exempt)
+	if (c == NULL || s->exempt)
 		return POLICY_NONE;
-	if (!s->msg.decided && (c->stages_decide & POLICY_STAGE(stage)))
+	if (!s->accepted && !s->msg.exempt && !s->msg.accepted &&
+	    (c->stages_decide & POLICY_STAGE(stage)))
 		run_stage(s, stage, v);
 	if (stage == POLICY_EOM) {
 		settle_eom(s, v);
-		/* A pending drop or hold stands unless the message is refused. */
+		/* A drop or hold decided earlier stands unless the message is
+		 * refused: no accept, of the connection or of the message, undoes it. */
 		if (s->msg.pending == POLICY_NONE && s->pending != POLICY_NONE) {
 			s->msg.pending = s->pending;
 			s->msg.pending_policy = s->pending_policy;

@@ -20,6 +20,17 @@
 
 static struct store_script script = { limiter_script, true, "", 0 };
 
+/* The script's word for what an over check does: the one place it is spelt. */
+static char
+wire(enum limiter_over o)
+{
+	switch (o) {
+	case LIMITER_REFUSE: return 'r';
+	case LIMITER_ACCEPT: return 'a';
+	default: return 's';
+	}
+}
+
 uint64_t
 limiter_bucket_ms(uint64_t window_ms)
 {
@@ -54,7 +65,8 @@ limiter_decode(const redisReply *r, size_t nc, bool *refused, size_t *stop,
 	*stop = (size_t)r->element[1]->integer;
 	for (size_t i = 0; i < nc; i++) {
 		redisReply **e = r->element + 2 + i * 4;
-		res[i].failed = e[0]->integer < 0;
+		res[i].skipped = e[0]->integer == -2;
+		res[i].failed = e[0]->integer == -1;
 		res[i].over = e[0]->integer > 0;
 		res[i].count = e[1]->integer > 0 ? (uint64_t)e[1]->integer : 0;
 		res[i].retry_ms = e[2]->integer > 0 ? (uint64_t)e[2]->integer : 0;
@@ -102,6 +114,8 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 #define ARG_U(v) ARG_F("%" PRIu64, (uint64_t)(v))
 #define ARG_I(v) ARG_F("%" PRId64, (int64_t)(v))
 #define ARG_C(c) ARG_F("%c", c)
+#define ARG_ON_OVER(c) (c->outlives_accept ? ARG_F("%c+", wire(c->on_over)) : \
+	ARG_C(wire(c->on_over)))
 	ARG_U(nc);
 	ARG_U(reserve);
 	ARG_U(na);
@@ -114,8 +128,8 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 		keylens[k++] = c->keylen;
 		if (c->nmembers > 0) {
 			ARG_C('l');
-			ARG_C(c->on_over);
-			ARG_C(c->on_fail == 'r' ? 'r' : 's');
+			ARG_ON_OVER(c);
+			ARG_C(c->on_fail == LIMITER_REFUSE ? 'r' : 's');
 			ARG_U(c->nmembers);
 			for (size_t j = 0; j < c->nmembers; j++) {
 				args[a] = c->members[j];
@@ -128,7 +142,7 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 		ARG_U(c->window_ms);
 		ARG_U(limiter_bucket_ms(c->window_ms));
 		ARG_U(c->amount);
-		ARG_C(c->on_over);
+		ARG_ON_OVER(c);
 	}
 	for (size_t pass = 0; pass < 2; pass++) {
 		const struct limiter_back *b = pass == 0 ? always : if_refused;
@@ -143,6 +157,7 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 #undef ARG_U
 #undef ARG_I
 #undef ARG_C
+#undef ARG_ON_OVER
 	r = store_eval(st, &script, (int)nkeys, keys, keylens, (int)nargs, args, arglens,
 	    err, errlen);
 	if (r == NULL)

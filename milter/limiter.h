@@ -22,14 +22,17 @@
  *
  * One call (limiter_run) does, atomically, in this order:
  *   1. the checks, in the order given, stopping at the first one over its
- *      limit (or found in its list) whose policy refuses ("r") or accepts
- *      ("a"), or a failed lookup with on_fail "r"; a check with "s" (dry
- *      run, discard, quarantine) is reported and passed over;
+ *      limit (or found in its list) whose policy refuses ("r"), or a failed
+ *      lookup with on_fail "r"; a check with "s" (dry run, discard,
+ *      quarantine) is reported and passed over.  One over its limit whose
+ *      policy accepts ("a") covers the checks after it: they are skipped,
+ *      except those with outlives_accept, which go on (an accept at RCPT
+ *      covers its recipient, not the message);
  *   2. if a refusing check stopped it: the "if refused" give-backs, and
  *      nothing else (they return whole reservations, so the "always" ones,
  *      parts of the same reservations, are not returned twice);
- *   3. else, as reserve says, a reservation for every check before the stop
- *      that was not over, and then the "always" give-backs.
+ *   3. else, as reserve says, a reservation for every count examined and
+ *      not over, and then the "always" give-backs.
  *
  * Deadline: a call with checks that reaches Redis after the caller stopped
  * waiting for it (now + the store's timeout, in Redis's clock) changes
@@ -54,20 +57,29 @@
 
 struct store;
 
+/* What a check over its limit (or found in its list) does to the call. */
+enum limiter_over {
+	LIMITER_SOFT = 's',        /* reported, passed over (dry run, discard...) */
+	LIMITER_REFUSE = 'r',      /* stops the call, refused: nothing reserved */
+	LIMITER_ACCEPT = 'a',      /* covers the checks after it */
+};
+
 struct limiter_check {
 	const char *key;           /* full Redis key, binary safe */
 	size_t keylen;
 	uint64_t limit;
 	uint64_t window_ms;
 	uint64_t amount;
-	char on_over;              /* 'r' refuse (stop), 'a' accept (stop), 's' soft */
+	enum limiter_over on_over;
 	/* A lookup instead of a count when nmembers > 0: key is the sorted
 	 * set, limit, window_ms and amount are not used. */
 	const char *const *members;
 	const size_t *memberlens;
 	size_t nmembers;
-	char on_fail;              /* lookups whose key is not a sorted set:
-	                            * 'r' refuse (stop), else soft */
+	enum limiter_over on_fail; /* lookups whose key is not a sorted set:
+	                            * LIMITER_REFUSE, else soft (0 too) */
+	bool outlives_accept;      /* an accept earlier in the call does not
+	                            * cover this check (message-level at RCPT) */
 };
 
 struct limiter_back {
@@ -86,6 +98,7 @@ enum limiter_reserve {
 };
 
 struct limiter_result {
+	bool skipped;              /* covered by an accept: not examined */
 	bool failed;               /* lookups: the key is not a sorted set */
 	bool over;                 /* lookups: a member was found */
 	uint64_t count;            /* units in the window before this check;

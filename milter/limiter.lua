@@ -12,7 +12,9 @@
 --   'l', on-over, on-fail, m, member 1 .. member m           (a lookup)
 -- and per give-back: field, amount.
 -- Returns { refused, stop, then per check: over, count, retry ms, field };
--- over is -1 for a lookup whose key is not a sorted set.
+-- over is -1 for a lookup whose key is not a sorted set, -2 for a check an
+-- accept covered (not examined).  stop is the index of the refusing check,
+-- else of the first accepting one, else nc.
 --
 -- deadline is when the caller stops waiting, in Redis's clock (ms).  A call
 -- with checks that Redis only reaches after it (Redis was stalled) changes
@@ -99,42 +101,49 @@ local function give_back(key, field, amount)
   else redis.call('HINCRBY', key, field, int(-n)) end
 end
 
--- 1. The checks, in order, up to the first that stops the call: over its
--- limit (or found in its list) with on-over 'r' (refuse) or 'a' (accept),
--- or a lookup that failed with on-fail 'r' (its policy tempfails then).
+-- 1. The checks, in order.  on-over is 'r' (refuse), 'a' (accept) or 's'
+-- (soft: reported, passed over), followed by '+' for a check that an accept
+-- does not cover (a message-level limit at RCPT, where an accept covers
+-- only its recipient).  The first refusal ends the call: over its limit (or
+-- found in its list) with 'r', or a lookup that failed with on-fail 'r'
+-- (its policy tempfails then).  An accept ends it for every check that it
+-- covers: those are not examined (over -2); the others go on.
 local res, over, counts, retries, at = { 0, nc }, {}, {}, {}, {}
 local stop, refused, accepted = nc, false, false
 local a = 7
 for i = 1, nc do
-  local on_over, failed_stops = nil, false
+  local lookup_check = ARGV[a] == 'l'
+  local on_over = lookup_check and ARGV[a + 1] or ARGV[a + 5]
+  local act, outlives = string.sub(on_over, 1, 1), string.sub(on_over, 2, 2) == '+'
+  local failed_stops, next_a = false, a + 6
   at[i], counts[i], retries[i], over[i] = a, 0, 0, false
-  if ARGV[a] == 'l' then
-    local m = tonumber(ARGV[a + 3])
-    on_over = ARGV[a + 1]
-    counts[i], retries[i] = lookup(KEYS[i], a + 3, m)
+  if lookup_check then next_a = a + 4 + tonumber(ARGV[a + 3]) end
+  if accepted and not outlives then
+    over[i] = -2
+  elseif lookup_check then
+    counts[i], retries[i] = lookup(KEYS[i], a + 3, tonumber(ARGV[a + 3]))
     over[i] = counts[i] > 0
     if counts[i] < 0 then
       over[i], counts[i] = -1, 0
       failed_stops = ARGV[a + 2] == 'r'
     end
-    a = a + 4 + m
   else
     local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
     local amount = tonumber(ARGV[a + 4])
     local sum, live = usage(KEYS[i], window, bucket)
-    on_over = ARGV[a + 5]
     counts[i] = sum
     if sum + amount > limit then
       over[i] = true
       if amount <= limit then retries[i] = retry(live, sum + amount - limit, window, bucket) end
     end
-    a = a + 6
   end
-  if failed_stops or (over[i] == true and on_over ~= 's') then
-    stop = i - 1
-    refused = failed_stops or on_over == 'r'
-    accepted = not refused and on_over == 'a'
+  a = next_a
+  if failed_stops or (over[i] == true and act == 'r') then
+    stop, refused = i - 1, true
     break
+  end
+  if over[i] == true and act == 'a' and not accepted then
+    stop, accepted = i - 1, true
   end
 end
 
@@ -150,7 +159,7 @@ if refused then
   end
 else
   if mode == '1' or (mode == '2' and accepted) then
-    for i = 1, stop do
+    for i = 1, nc do
       local c = at[i]
       if over[i] == false and ARGV[c] == 'c' then
         local window, bucket, amount = tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3]), tonumber(ARGV[c + 4])
@@ -174,7 +183,8 @@ end
 res[1] = refused and 1 or 0
 res[2] = stop
 for i = 1, nc do
-  res[#res + 1] = (over[i] == -1) and -1 or (over[i] and 1 or 0)
+  local o = over[i]
+  res[#res + 1] = (o == -1 or o == -2) and o or (o and 1 or 0)
   res[#res + 1] = counts[i] or 0
   res[#res + 1] = retries[i] or 0
   res[#res + 1] = fields[i] or -1

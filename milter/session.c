@@ -182,26 +182,3 @@ session_set_queue_id(struct session *s, const char *qid)
 		s->msg.queue_id[i] = isalnum((unsigned char)qid[i]) ? qid[i] : '_';
 	s->msg.queue_id[i] = '\0';
 }
-
-int
-session_add_resv(struct session *s, const struct session_resv *add)
-{
-	struct session_resv *r;
-
-	if (s->msg.nresv == s->msg.resv_cap) {
-		size_t cap = s->msg.resv_cap ? s->msg.resv_cap * 2 : 4;
-		r = realloc(s->msg.resv, cap * sizeof(*r));
-		if (r == NULL)
-			return -1;
-		s->msg.resv = r;
-		s->msg.resv_cap = cap;
-	}
-	r = &s->msg.resv[s->msg.nresv];
-	*r = *add;
-	if ((r->key = malloc(add->keylen + 1)) == NULL)
-		return -1;
-	memcpy(r->key, add->key, add->keylen);
-	r->key[add->keylen] = '\0';
-	s->msg.nresv++;
-	return 0;
-}

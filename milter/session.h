@@ -26,7 +26,7 @@
 #include "milter/cfg.h"
 #include "policies/policy.h"
 
-/* Units a rate limit reserved for the message in progress (limiter.h). */
+/* Units a rate limit reserved for the message in progress (ledger.h). */
 struct session_resv {
 	const struct cfg_policy *policy;
 	char *key;                 /* the full Redis key */
@@ -48,7 +48,7 @@ struct session_msg {
 	uint64_t size;             /* header and body octets received */
 	unsigned rcpts;            /* recipients accepted so far */
 	bool exempt;               /* authenticated sender exempt */
-	bool decided;              /* accept/discard/quarantine: no more policies */
+	bool accepted;             /* an accept at MAIL covers the message */
 	enum policy_action pending;   /* discard or quarantine, applied at end */
 	const struct cfg_policy *pending_policy;
 	struct session_resv *resv;    /* given back unless the message is accepted */
@@ -81,12 +81,10 @@ void session_set_helo(struct session *s, const char *helo);
 /*
  * Forget the message in progress; a new one starts at MAIL.  Reservations
  * still held are dropped from memory only: give them back first
- * (engine_release).
+ * (engine_release, ledger_give_back).
  */
 void session_msg_reset(struct session *s);
 
-/* Remember a reservation (copies r->key).  0, or -1 without memory. */
-int session_add_resv(struct session *s, const struct session_resv *r);
 
 /*
  * Start a message: sender as in MAIL FROM ("<a@b>" or "<>"), esmtp_args the

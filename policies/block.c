@@ -336,6 +336,13 @@ block_members(const void *settings, enum policy_stage stage,
 	return out->n;
 }
 
+/* Recipient lists judge the recipient; the others are decided before RCPT. */
+static bool
+block_per_recipient(const void *settings)
+{
+	return matches[((const struct block_settings *)settings)->bm].stage == POLICY_RCPT;
+}
+
 const struct policy_type policy_type_block = {
 	.name = "block",
 	.stages = POLICY_STAGE(POLICY_CONNECT) | POLICY_STAGE(POLICY_HELO) |
@@ -351,6 +358,7 @@ const struct policy_type policy_type_block = {
 	.check = block_check,
 	.live = block_live,
 	.members = block_members,
+	.per_recipient = block_per_recipient,
 	.default_reject = "550 5.7.1 Access denied by policy ${policy}",
 	.default_tempfail = "450 4.7.1 Access temporarily denied by policy ${policy}",
 };

@@ -175,6 +175,14 @@ struct policy_type {
 	 * (fills out); 0 when there is nothing to look up. */
 	size_t (*members)(const void *settings, enum policy_stage stage,
 	    const struct policy_msg *msg, struct policy_members *out);
+	/*
+	 * true when the policy judges the recipient being decided rather than
+	 * the message (a recipient count, a recipient list, a rate limit that
+	 * counts recipients): an accept at RCPT covers that recipient, so such
+	 * policies are skipped for it, while message-level ones (size, message
+	 * and byte rate limits) still run.  NULL: false.
+	 */
+	bool (*per_recipient)(const void *settings);
 	const char *default_reject;             /* reply when none is configured */
 	const char *default_tempfail;
 };

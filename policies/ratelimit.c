@@ -198,6 +198,12 @@ ratelimit_count(const void *settings, enum policy_stage stage,
 	return true;
 }
 
+static bool
+ratelimit_per_recipient(const void *settings)
+{
+	return ((const struct ratelimit_settings *)settings)->unit == POLICY_UNIT_RECIPIENTS;
+}
+
 const struct policy_type policy_type_ratelimit = {
 	.name = "ratelimit",
 	.stages = POLICY_STAGE(POLICY_RCPT) | POLICY_STAGE(POLICY_EOM),
@@ -207,6 +213,7 @@ const struct policy_type policy_type_ratelimit = {
 	.validate = ratelimit_validate,
 	.stages_of = ratelimit_stages,
 	.count = ratelimit_count,
+	.per_recipient = ratelimit_per_recipient,
 	.uses_store = true,
 	.default_reject = "550 5.7.1 Rate limit of ${limit} per ${window} reached for ${key}",
 	.default_tempfail = "451 4.7.1 Rate limit reached for ${key}; try again in ${retry_after}",

@@ -35,6 +35,13 @@ recipients_check(const void *settings, enum policy_stage stage,
 	return msg->rcpts >= (unsigned long long)s->max;
 }
 
+static bool
+recipients_per_recipient(const void *settings)
+{
+	(void)settings;
+	return true;
+}
+
 const struct policy_type policy_type_recipients = {
 	.name = "recipients",
 	.stages = POLICY_STAGE(POLICY_RCPT),
@@ -42,6 +49,7 @@ const struct policy_type policy_type_recipients = {
 	.settings_size = sizeof(struct recipients_settings),
 	.fields = recipients_fields,
 	.check = recipients_check,
+	.per_recipient = recipients_per_recipient,
 	.default_reject = "550 5.5.3 Too many recipients (at most ${limit} per message)",
 	.default_tempfail = "452 4.5.3 Too many recipients (at most ${limit} per message)",
 };

@@ -689,9 +689,9 @@ static const struct scenario scenarios[] = {
 	    { CONNECT_HIT("192.0.2.7", ACC, "trusted", NULL), HELO("x"),
 	      MAIL("<a@example.org>"), RCPT("<r@example.net>"), EOM },
 	    { { "trusted", 1, 0, 0, 0, 0, 1, 0 }, { "bad-net", 0, 0, 0, 0, 0, 0, 0 } } },
-	/* README: accept at a later stage ends evaluation "for the rest of the
-	 * message": the recipients after an allowed one skip every policy. */
-	{ "allow: a recipient allow list ends evaluation for the rest of the message", NULL,
+	/* README "What an accept covers": an allowed recipient is that recipient
+	 * only; the recipients after it are judged as if it had not come. */
+	{ "allow: a recipient allow list covers that recipient only", NULL,
 	    "policies = (\n"
 	    "  { name = \"postmaster\"; type = \"block\"; match = \"rcpt\";\n"
 	    "    entries = [ \"postmaster@example.net\" ]; action = \"accept\"; },\n"
@@ -700,12 +700,12 @@ static const struct scenario scenarios[] = {
 	    ");\n",
 	    { CONNECT("198.51.100.7"), MAIL("<a@example.org>"),
 	      RCPT_HIT("<postmaster@example.net>", ACC, "postmaster", NULL),
-	      RCPT("<other@example.net>"), EOM,
+	      RCPT_HIT("<other@example.net>", REJ, "bad-rcpt-domains", NULL), EOM,
 	      MAIL("<a@example.org>"),
 	      RCPT_HIT("<other@example.net>", REJ, "bad-rcpt-domains", NULL),
 	      RCPT_HIT("<postmaster@example.net>", ACC, "postmaster", NULL), EOM },
-	    { { "postmaster", 3, 0, 0, 0, 0, 2, 0 },
-	      { "bad-rcpt-domains", 1, 1, 0, 0, 0, 0, 0 } } },
+	    { { "postmaster", 4, 0, 0, 0, 0, 2, 0 },
+	      { "bad-rcpt-domains", 2, 2, 0, 0, 0, 0, 0 } } },
 
 	/* ---- replies */
 	{ "reply: default reject reply names the policy", NULL,

@@ -129,7 +129,9 @@ static const struct scenario scenarios[] = {
 	      DATA(100), EOM },
 	    { { "trial", 3, 0, 0, 0, 0, 0, 2 } } },
 
-	{ "accept at RCPT ends evaluation for that message only",
+	/* README "What an accept covers": at RCPT, that recipient only.  Each
+	 * recipient is decided afresh, and the end of message runs again. */
+	{ "accept at RCPT covers that recipient only",
 	    "policies = (\n"
 	    "  { name = \"big-ok\"; type = \"size\"; max = 1000; action = \"accept\"; },\n"
 	    "  " LIMIT1_REJECT "\n"
@@ -137,17 +139,19 @@ static const struct scenario scenarios[] = {
 	    { CONNECT("198.51.100.7"),
 	      MAIL("<s@example.org>", "SIZE=5000"),
 	      RCPT_HIT("<r1@example.net>", POLICY_ACCEPT, "big-ok", NULL),
-	      RCPT("<r2@example.net>"), RCPT("<r3@example.net>"), RSET,
+	      RCPT_HIT("<r2@example.net>", POLICY_ACCEPT, "big-ok", NULL),
+	      RCPT_HIT("<r3@example.net>", POLICY_ACCEPT, "big-ok", NULL), RSET,
 	      MAIL("<s@example.org>", NULL), RCPT("<r1@example.net>"),
 	      RCPT_HIT("<r2@example.net>", POLICY_REJECT, "limit", "550 5.5.3 at most 1"),
 	      DATA(10), EOM,
 	      MAIL("<s@example.org>", "SIZE=5000"),
 	      RCPT_HIT("<r1@example.net>", POLICY_ACCEPT, "big-ok", NULL),
-	      RCPT("<r2@example.net>"), DATA(5000), EOM,
+	      RCPT_HIT("<r2@example.net>", POLICY_ACCEPT, "big-ok", NULL), DATA(5000),
+	      EOM_HIT(POLICY_ACCEPT, "big-ok", NULL),
 	      MAIL("<s@example.org>", NULL), RCPT("<r1@example.net>"),
 	      RCPT_HIT("<r2@example.net>", POLICY_REJECT, "limit", "550 5.5.3 at most 1"),
 	      RSET },
-	    { { "big-ok", 7, 0, 0, 0, 0, 2, 0 }, { "limit", 4, 2, 0, 0, 0, 0, 0 } } },
+	    { { "big-ok", 11, 0, 0, 0, 0, 6, 0 }, { "limit", 4, 2, 0, 0, 0, 0, 0 } } },
 
 	{ "discard at RCPT is applied at end of message",
 	    "policies = ( { name = \"drop\"; type = \"recipients\"; max = 1;\n"
@@ -282,6 +286,81 @@ static const struct scenario scenarios[] = {
 	      EOM_HIT(POLICY_REJECT, "max-size",
 		  "552 5.3.4 10241 > 10K for <s@example.org> <> (max-size)") },
 	    { { "max-size", 3, 2, 0, 0, 0, 0, 0 } } },
+
+	/* ---- what an accept covers (README) */
+	{ "accept at RCPT: postmaster does not lift the recipient count",
+	    "policies = (\n"
+	    "  { name = \"postmaster\"; type = \"block\"; match = \"rcpt\";\n"
+	    "    entries = [ \"postmaster@d.example\" ]; action = \"accept\"; },\n"
+	    "  { name = \"max3\"; type = \"recipients\"; max = 3; action = \"tempfail\";\n"
+	    "    reply = \"452 4.5.3 at most ${limit}\"; }\n"
+	    ");\n",
+	    { CONNECT("198.51.100.7"), MAIL("<s@example.org>", NULL),
+	      RCPT_HIT("<postmaster@d.example>", POLICY_ACCEPT, "postmaster", NULL),
+	      RCPT("<r2@d.example>"), RCPT("<r3@d.example>"),
+	      RCPT_HIT("<r4@d.example>", POLICY_TEMPFAIL, "max3", "452 4.5.3 at most 3"),
+	      RCPT_HIT("<r5@d.example>", POLICY_TEMPFAIL, "max3", "452 4.5.3 at most 3"),
+	      RCPT_HIT("<r6@d.example>", POLICY_TEMPFAIL, "max3", "452 4.5.3 at most 3"),
+	      DATA(100), EOM },
+	    { { "postmaster", 6, 0, 0, 0, 0, 1, 0 }, { "max3", 5, 0, 3, 0, 0, 0, 0 } } },
+	{ "accept at RCPT: the size at end of message still applies",
+	    "policies = (\n"
+	    "  { name = \"postmaster\"; type = \"block\"; match = \"rcpt\";\n"
+	    "    entries = [ \"postmaster@d.example\" ]; action = \"accept\"; },\n"
+	    "  { name = \"max-size\"; type = \"size\"; max = \"20K\"; action = \"reject\";\n"
+	    "    reply = \"552 5.3.4 Too big (limit ${limit})\"; }\n"
+	    ");\n",
+	    { CONNECT("198.51.100.7"), MAIL("<s@example.org>", NULL),
+	      RCPT_HIT("<postmaster@d.example>", POLICY_ACCEPT, "postmaster", NULL),
+	      RCPT("<other@d.example>"), DATA(60000),
+	      EOM_HIT(POLICY_REJECT, "max-size", "552 5.3.4 Too big (limit 20K)"),
+	      MAIL("<s@example.org>", "SIZE=60000"),
+	      RCPT_HIT("<postmaster@d.example>", POLICY_REJECT, "max-size",
+		  "552 5.3.4 Too big (limit 20K)"), RSET },
+	    { { "postmaster", 3, 0, 0, 0, 0, 2, 0 }, { "max-size", 4, 2, 0, 0, 0, 0, 0 } } },
+	{ "accept at MAIL covers the message, the next message is judged again",
+	    "policies = (\n"
+	    "  { name = \"trusted\"; type = \"block\"; match = \"sender\";\n"
+	    "    entries = [ \"@trusted.example\" ]; action = \"accept\"; },\n"
+	    "  " LIMIT1_REJECT ",\n"
+	    "  " SIZE10K_REJECT "\n"
+	    ");\n",
+	    { CONNECT("198.51.100.7"),
+	      { .kind = ST_MAIL, .arg = "<a@Trusted.Example.>", .want = POLICY_ACCEPT,
+		.policy = "trusted" },
+	      RCPT("<r1@example.net>"), RCPT("<r2@example.net>"), DATA(50000), EOM,
+	      MAIL("<a@other.example>", NULL), RCPT("<r1@example.net>"),
+	      RCPT_HIT("<r2@example.net>", POLICY_REJECT, "limit", "550 5.5.3 at most 1"),
+	      DATA(50000), EOM_HIT(POLICY_REJECT, "max-size", "552 5.3.4 Too big (limit 10K)") },
+	    { { "trusted", 2, 0, 0, 0, 0, 1, 0 }, { "limit", 2, 1, 0, 0, 0, 0, 0 },
+	      { "max-size", 2, 1, 0, 0, 0, 0, 0 } } },
+	{ "a discard at connect is not undone by an allowed sender",
+	    "policies = (\n"
+	    "  { name = \"drop\"; type = \"block\"; match = \"client\";\n"
+	    "    entries = [ \"198.51.100.0/24\" ]; action = \"discard\"; },\n"
+	    "  { name = \"trusted\"; type = \"block\"; match = \"sender\";\n"
+	    "    entries = [ \"@trusted.example\" ]; action = \"accept\"; }\n"
+	    ");\n",
+	    { CONNECT("198.51.100.7"),
+	      { .kind = ST_MAIL, .arg = "<a@trusted.example>", .want = POLICY_ACCEPT,
+		.policy = "trusted" },
+	      RCPT("<r@example.net>"), DATA(100), EOM_HIT(POLICY_DISCARD, "drop", NULL) },
+	    { { "drop", 1, 0, 0, 1, 0, 0, 0 }, { "trusted", 1, 0, 0, 0, 0, 1, 0 } } },
+	{ "a quarantine at connect is not undone by an allowed HELO",
+	    "policies = (\n"
+	    "  { name = \"hold\"; type = \"block\"; match = \"client\";\n"
+	    "    entries = [ \"198.51.100.0/24\" ]; action = \"quarantine\"; },\n"
+	    "  { name = \"known\"; type = \"block\"; match = \"helo\";\n"
+	    "    entries = [ \"mx.known.example\" ]; action = \"accept\"; }\n"
+	    ");\n",
+	    { CONNECT("198.51.100.7"),
+	      { .kind = ST_HELO, .arg = "MX.Known.Example.", .want = POLICY_ACCEPT,
+		.policy = "known" },
+	      MAIL("<a@example.org>", NULL), RCPT("<r@example.net>"), DATA(100),
+	      EOM_HIT(POLICY_QUARANTINE, "hold", NULL),
+	      MAIL("<b@example.org>", NULL), RCPT("<r@example.net>"), DATA(100),
+	      EOM_HIT(POLICY_QUARANTINE, "hold", NULL) },
+	    { { "hold", 1, 0, 0, 0, 2, 0, 0 }, { "known", 1, 0, 0, 0, 0, 1, 0 } } },
 
 	{ "hostile sender and recipient",
 	    "policies = ( { name = \"limit\"; type = \"recipients\"; max = 1;\n"

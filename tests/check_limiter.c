@@ -209,7 +209,7 @@ static struct limiter_check
 check_of(const char *key, size_t len, uint64_t limit, uint64_t window,
     uint64_t amount, char on_over)
 {
-	struct limiter_check c = { key, len, limit, window, amount, on_over, NULL, NULL, 0, 's' };
+	struct limiter_check c = { key, len, limit, window, amount, on_over, NULL, NULL, 0, LIMITER_SOFT, false };
 
 	return c;
 }

@@ -603,6 +603,99 @@ START_TEST(allow_before_ratelimit)
 }
 END_TEST
 
+/*
+ * A live list that cannot answer (not a sorted set) for a policy that then
+ * tempfails refuses the stage: a rate limit after it in the same call must
+ * not keep a unit for an attempt that was refused.
+ */
+START_TEST(failed_list_leaks_no_unit)
+{
+	struct cfg *c;
+
+	new_prefix();
+	c = load("leak", NULL, "tempfail", "policies = (\n"
+	    "{ name = \"domains\"; type = \"block\"; match = \"rcpt_domain\"; redis = true; "
+	    "action = \"reject\"; },\n"
+	    "{ name = \"msgs\"; type = \"ratelimit\"; key = \"sender\"; count = \"messages\"; "
+	    "limit = 5; window = \"1h\"; action = \"tempfail\"; },\n"
+	    "{ name = \"rcpts\"; type = \"ratelimit\"; key = \"sender\"; count = \"recipients\"; "
+	    "limit = 5; window = \"1h\"; action = \"tempfail\"; }\n);\n");
+	tl_redis_command("SADD '%sblock:domains' example.net", prefix);
+	{
+		struct session *s = session_new(c);
+		struct engine_verdict v;
+
+		tl_set_client("leak", s, "198.51.100.7");
+		session_msg_start(s, "s@example.org", NULL, NULL);
+		ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+		session_set_rcpt(s, "r@example.net");
+		ck_assert_msg(engine_run(s, POLICY_RCPT, &v) == POLICY_TEMPFAIL &&
+		    v.policy != NULL && strcmp(v.policy->name, "domains") == 0,
+		    "the failed list did not tempfail the recipient");
+		/* Before the give-back of the abandoned message: nothing held. */
+		ck_assert_msg(s->msg.nresv == 0, "%zu units reserved for a refused recipient",
+		    s->msg.nresv);
+		ck_assert_msg(strcmp(tl_redis_command("EXISTS '%srl:msgs:s@example.org' "
+		    "'%srl:rcpts:s@example.org'", prefix, prefix), "0") == 0,
+		    "a rate limit after the failed list counted the refused attempt");
+		engine_release(s);
+		session_free(s);
+	}
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/*
+ * An accept at RCPT covers that recipient: recipient-level limits after it
+ * skip it, message-level ones still count the message and may refuse it.
+ */
+START_TEST(allowed_rcpt_message_limit)
+{
+	struct cfg *c;
+	struct session *s;
+	struct engine_verdict v;
+
+	new_prefix();
+	c = load("allowmsg", NULL, "accept", "policies = (\n"
+	    "{ name = \"vip\"; type = \"block\"; match = \"rcpt\"; redis = true; "
+	    "action = \"accept\"; },\n"
+	    "{ name = \"rcpts\"; type = \"ratelimit\"; key = \"sender\"; count = \"recipients\"; "
+	    "limit = 1; window = \"1h\"; action = \"tempfail\"; },\n"
+	    "{ name = \"msgs\"; type = \"ratelimit\"; key = \"sender\"; count = \"messages\"; "
+	    "limit = 1; window = \"1h\"; action = \"tempfail\"; }\n);\n");
+	zadd("vip", "+inf", "boss@example.net");
+	for (int k = 0; k < 2; k++) {
+		s = session_new(c);
+		tl_set_client("allowmsg", s, "198.51.100.7");
+		session_msg_start(s, "s@example.org", NULL, NULL);
+		ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+		session_set_rcpt(s, "Boss@Example.NET.");
+		memset(&v, 0, sizeof(v));
+		if (k == 0) {
+			ck_assert_msg(engine_run(s, POLICY_RCPT, &v) == POLICY_ACCEPT &&
+			    strcmp(v.policy->name, "vip") == 0, "first message: boss not "
+			    "accepted by vip");
+			ck_assert_msg(strcmp(tl_redis_command("EXISTS '%srl:msgs:s@example.org'",
+			    prefix), "1") == 0, "the message limit did not count the message");
+			ck_assert_msg(strcmp(tl_redis_command("EXISTS '%srl:rcpts:s@example.org'",
+			    prefix), "0") == 0, "the recipient limit counted an allowed recipient");
+			ck_assert(engine_run(s, POLICY_EOM, &v) == POLICY_NONE);
+		} else {
+			ck_assert_msg(engine_run(s, POLICY_RCPT, &v) == POLICY_TEMPFAIL &&
+			    strcmp(v.policy->name, "msgs") == 0, "second message: the message "
+			    "limit did not refuse it (%s)", policy_action_name(v.action));
+			engine_release(s);
+		}
+		session_msg_reset(s);
+		session_free(s);
+	}
+	tl_assert_count("allowmsg", "rcpts", STATS_CHECKED, 0);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
 /* A sender longer than the 1024 octets kept keeps its end: the domain. */
 START_TEST(long_sender_keeps_domain)
 {
@@ -673,6 +766,8 @@ live_suite(void)
 	tcase_add_test(tc, wrong_type);
 	tcase_add_test(tc, bounded_pruning);
 	tcase_add_test(tc, allow_before_ratelimit);
+	tcase_add_test(tc, failed_list_leaks_no_unit);
+	tcase_add_test(tc, allowed_rcpt_message_limit);
 	tcase_add_test(tc, needs_redis);
 	tcase_add_test(tc, long_sender_keeps_domain);
 	suite_add_tcase(s, tc);
