@@ -15,7 +15,6 @@
  */
 #include "config.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,38 +23,45 @@
 #include "milter/callbacks.h"
 #include "milter/engine.h"
 #include "milter/log.h"
+#include "milter/reuse.h"
 #include "milter/session.h"
 
 #define UNCONST(s) ((char *)(uintptr_t)(const void *)(s))
 
-/*
- * The protocol flags of the latest negotiation.  After SMFIC_QUIT_NC the
- * MTA goes on with a new SMTP session on the same milter connection
- * without negotiating again: libmilter has called cb_close (which cannot
- * tell that from a real end) and keeps the flags it negotiated, so the new
- * session starts from these.  They are exact as long as the MTAs that use a
- * milter all offer the same flags, which is the case for one MTA build.
- */
-static atomic_ulong last_nr_flags;
+/* A session for ctx on snapshot cfg (a reference is taken), or NULL. */
+static struct session *
+new_session(SMFICTX *ctx, struct cfg *cfg, unsigned long nr_flags)
+{
+	struct session *s = session_new(cfg);
 
+	if (s == NULL) {
+		log_msg(LOG_ERR, "out of memory for a new connection");
+		return NULL;
+	}
+	s->nr_flags = nr_flags;
+	smfi_setpriv(ctx, s);
+	return s;
+}
+
+/*
+ * The connection's session.  The first callback of a connection is
+ * cb_negotiate, which makes it; a session that starts without one follows
+ * SMFIC_QUIT_NC on a connection that negotiated before (milter/reuse.h),
+ * and keeps what that negotiation was made for.
+ */
 static struct session *
 get_session(SMFICTX *ctx)
 {
 	struct session *s = smfi_getpriv(ctx);
+	unsigned long flags = 0;
+	struct cfg *c;
 
-	if (s == NULL) {
-		/* The first callback of a connection takes the snapshot in force. */
-		struct cfg *c = cfg_acquire();
-		s = session_new(c);
-		cfg_unref(c);
-		if (s == NULL) {
-			log_msg(LOG_ERR, "out of memory for a new connection");
-			return NULL;
-		}
-		/* cb_negotiate, when it comes, sets them */
-		s->nr_flags = atomic_load_explicit(&last_nr_flags, memory_order_relaxed);
-		smfi_setpriv(ctx, s);
-	}
+	if (s != NULL)
+		return s;
+	if (!reuse_lookup(ctx, &flags, &c))
+		c = cfg_acquire();         /* unknown: no "no reply" at all */
+	s = new_session(ctx, c, flags);
+	cfg_unref(c);
 	return s;
 }
 
@@ -139,12 +145,18 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
     unsigned long f2, unsigned long f3, unsigned long *pf0,
     unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
 {
-	struct session *s = get_session(ctx);
+	struct session *s = smfi_getpriv(ctx);
 	unsigned need, decide;
 	unsigned long want = SMFIP_NOUNKNOWN | SMFIP_NODATA;
 
 	(void)f2;
 	(void)f3;
+	/* A negotiation starts a connection: the snapshot in force now. */
+	if (s == NULL) {
+		struct cfg *c = cfg_acquire();
+		s = new_session(ctx, c, 0);
+		cfg_unref(c);
+	}
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
 	need = s->cfg ? s->cfg->stages_need : 0;
@@ -168,7 +180,7 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	want |= SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
 	*pf1 = want & f1;
 	s->nr_flags = *pf1;
-	atomic_store_explicit(&last_nr_flags, *pf1, memory_order_relaxed);
+	reuse_negotiated(ctx, s->nr_flags, s->cfg);
 
 	*pf0 = f0 & (SMFIF_QUARANTINE | SMFIF_SETSYMLIST);
 	*pf2 = 0;
@@ -322,6 +334,7 @@ cb_close(SMFICTX *ctx)
 		engine_release(s);      /* disconnect in the middle of a message */
 	session_free(s);
 	smfi_setpriv(ctx, NULL);
+	reuse_closed(ctx);              /* or QUIT_NC: a session may follow */
 	return SMFIS_CONTINUE;
 }
 

@@ -21,9 +21,11 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
@@ -34,6 +36,7 @@
 #include "milter/callbacks.h"
 #include "milter/cfg.h"
 #include "milter/log.h"
+#include "milter/reuse.h"
 #include "milter/stats.h"
 #include "milter/store_redis.h"
 
@@ -84,6 +87,97 @@ report_log(void *arg, bool is_error, const char *msg)
 {
 	(void)arg;
 	log_msg(is_error ? LOG_ERR : LOG_WARNING, "%s", msg);
+}
+
+/* Start-up as a daemon: to the log, and to the terminal that started us. */
+static void
+report_both(void *arg, bool is_error, const char *msg)
+{
+	report_log(arg, is_error, msg);
+	report_stderr(arg, is_error, msg);
+}
+
+/*
+ * A reason not to start, before we leave the terminal: logged, and shown
+ * on stderr too when logging goes to syslog only (an init script or a
+ * user at a shell would otherwise see nothing but the exit status).
+ */
+static void start_error(bool foreground, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+start_error(bool foreground, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_msg(LOG_ERR, "%s", msg);
+	if (!foreground)
+		fprintf(stderr, "policy-milter: %s\n", msg);
+}
+
+/*
+ * Open and lock the pid file before anything else can clash with a running
+ * instance (binding the socket would remove its socket).  O_NOFOLLOW: we
+ * are root here, and a symbolic link planted where the pid file goes must
+ * not make us truncate whatever it points to; a file with other names (hard
+ * links) is refused for the same reason.  The lock (flock: it follows the
+ * open file into the child that daemon() makes) lives as long as we do.
+ * Returns the descriptor, or -1 after saying why.
+ */
+static int
+open_pidfile(const char *path, bool foreground)
+{
+	struct stat st;
+	char buf[32];
+	ssize_t len;
+	int fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		if (errno == ELOOP)
+			start_error(foreground, "pid file %s is a symbolic link; refusing "
+			    "to follow it", path);
+		else
+			start_error(foreground, "pid file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		start_error(foreground, "pid file %s is not a plain file with one name; "
+		    "refusing to use it", path);
+		close(fd);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			len = pread(fd, buf, sizeof(buf) - 1, 0);
+			buf[len > 0 ? len : 0] = '\0';
+			buf[strcspn(buf, "\n")] = '\0';
+			start_error(foreground, "already running as PID %s (pid file %s)",
+			    buf[0] != '\0' ? buf : "?", path);
+		} else {
+			start_error(foreground, "pid file %s: cannot lock it: %s", path,
+			    strerror(errno));
+		}
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Our pid into the locked file (after daemon(): the pid that stays). */
+static void
+write_pidfile(int fd, const char *path)
+{
+	char buf[32];
+	int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len)
+		log_msg(LOG_WARNING, "pid file %s: cannot write it: %s", path,
+		    strerror(errno));
 }
 
 /* SIGUSR1 and a changed list file may ask at once: one reload at a time. */
@@ -309,11 +403,15 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	log_open(foreground, debug);
-	c = cfg_load(config_path, NULL, foreground ? report_stderr : report_log, NULL);
+	c = cfg_load(config_path, NULL, foreground ? report_stderr : report_both, NULL);
 	if (c == NULL) {
-		log_msg(LOG_ERR, "%s: configuration has errors; not starting", config_path);
+		start_error(foreground, "%s: configuration has errors; not starting",
+		    config_path);
 		return EX_CONFIG;
 	}
+	/* Before the socket: a second instance must not take the first one's. */
+	if (pidfile != NULL && (pidfd = open_pidfile(pidfile, foreground)) < 0)
+		return 1;
 	/* main keeps its own reference: a reload may replace c at any time. */
 	cfg_ref(c);
 	cfg_install(c);
@@ -322,12 +420,13 @@ main(int argc, char **argv)
 		lookup_ids(c, &uid, &gid);
 	if (smfi_setconn((char *)(uintptr_t)c->listen) != MI_SUCCESS ||
 	    callbacks_register() != 0) {
-		log_msg(LOG_ERR, "cannot set up the milter on %s", c->listen);
+		start_error(foreground, "cannot set up the milter on %s", c->listen);
 		return 1;
 	}
 	/* true: remove a stale socket left by a crash. */
 	if (smfi_opensocket(true) != MI_SUCCESS) {
-		log_msg(LOG_ERR, "cannot listen on %s (in use, or no permission?)", c->listen);
+		start_error(foreground, "cannot listen on %s (in use, or no permission?)",
+		    c->listen);
 		return 1;
 	}
 	/* The socket bound now is the one to remove at exit, whatever a reload says. */
@@ -338,12 +437,6 @@ main(int argc, char **argv)
 		if (c->user != NULL && getuid() == 0 && chown(sock, uid, gid) != 0)
 			log_msg(LOG_WARNING, "chown %s: %s", sock, strerror(errno));
 	}
-	/* Open the pid file while we may still write where it lives. */
-	if (pidfile != NULL && (pidfd = open(pidfile, O_WRONLY | O_CREAT | O_TRUNC |
-	    O_CLOEXEC, 0644)) < 0) {
-		log_msg(LOG_ERR, "pid file %s: %s", pidfile, strerror(errno));
-		return 1;
-	}
 	if (c->user != NULL && getuid() == 0)
 		drop_privileges(c->user, uid, gid);
 	else if (getuid() == 0 || geteuid() == 0)
@@ -351,13 +444,11 @@ main(int argc, char **argv)
 		    config_path);
 
 	if (!foreground && daemon(0, 0) != 0) {
-		log_msg(LOG_ERR, "cannot become a daemon: %s", strerror(errno));
+		start_error(foreground, "cannot become a daemon: %s", strerror(errno));
 		return 1;
 	}
-	if (pidfd >= 0) {
-		dprintf(pidfd, "%ld\n", (long)getpid());
-		close(pidfd);
-	}
+	if (pidfd >= 0)
+		write_pidfile(pidfd, pidfile);
 	if (pthread_create(&sig_tid, NULL, signal_thread, NULL) != 0 ||
 	    pthread_create(&stats_tid, NULL, housekeeping_thread, NULL) != 0) {
 		log_msg(LOG_ERR, "cannot start threads");
@@ -380,6 +471,7 @@ main(int argc, char **argv)
 	if (sock != NULL)
 		remove_socket(sock);
 	cfg_unref(c);
+	reuse_clear();
 	cfg_install(NULL);
 	/* After dropping privileges this works only where the user may write. */
 	if (pidfile != NULL && unlink(pidfile) != 0 && errno != ENOENT)

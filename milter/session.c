@@ -109,23 +109,22 @@ session_set_helo(struct session *s, const char *helo)
 
 /*
  * The canonical form of an envelope address (policies/canon.h), as a new
- * string; NULL without memory.  A huge value is cut to its last FIELD_MAX
- * octets first, brackets and all, so the domain stays in sight.
+ * string; NULL without memory.  A huge value is cut after canonicalising, to
+ * its last FIELD_MAX octets, so the domain stays in sight.
  */
 static char *
 canonical_copy(const char *addr)
 {
-	const char *p = addr != NULL ? addr : "";
-	size_t len = strlen(p);
-	char *tail = tail_copy(p, len), *out;
+	size_t len = addr != NULL ? strlen(addr) : 0;
+	char stack[CANON_SIZE(FIELD_MAX)], *buf = stack, *out;
 
-	if (tail == NULL)
+	if (CANON_SIZE(len) > sizeof(stack) && (buf = malloc(CANON_SIZE(len))) == NULL)
 		return NULL;
-	len = strlen(tail);
-	if ((out = malloc(CANON_SIZE(len))) != NULL)
-		/* A malformed spelling is still counted, in its best-effort form. */
-		(void)canon_address(tail, 0, out, CANON_SIZE(len), NULL, 0);
-	free(tail);
+	/* A malformed spelling is still counted, in its best-effort form. */
+	(void)canon_address(addr, 0, buf, CANON_SIZE(len), NULL, 0);
+	out = tail_copy(buf, strlen(buf));
+	if (buf != stack)
+		free(buf);
 	return out;
 }
 

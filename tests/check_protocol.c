@@ -117,6 +117,8 @@ struct daemon {
 };
 
 static struct daemon dmain = { .name = "main" }, dquiet = { .name = "quiet" };
+/* Reloaded by quit_nc_across_reload, so of its own. */
+static struct daemon dreuse = { .name = "reuse" };
 static char tmpdir[] = "/tmp/check_protocol.XXXXXX";
 static const char *redis_sock;
 
@@ -563,7 +565,7 @@ START_TEST(sender_blocked)
 	STEP_Y(mp_mail(mp, "<spam@bad.example>", NULL, &r),
 	    "550 5.7.1 Sender spam@bad.example is not accepted here");
 	STEP_Y(mp_mail(mp, "<Anyone@BLOCKED.example>", NULL, &r),
-	    "550 5.7.1 Sender Anyone@BLOCKED.example is not accepted here");
+	    "550 5.7.1 Sender anyone@blocked.example is not accepted here");
 	/* Quoting cannot dodge the list. */
 	STEP_Y(mp_mail(mp, "<\"spam\"@bad.example>", NULL, &r),
 	    "550 5.7.1 Sender spam@bad.example is not accepted here");
@@ -963,7 +965,7 @@ START_TEST(address_percent)
 	STEP_Y(mp_mail(mp, "<%s%n%%x@blocked.example>", NULL, &r),
 	    "550 5.7.1 Sender %%s%%n%%%%x@blocked.example is not accepted here");
 	STEP_Y(mp_mail(mp, "<\"%s %n\"@blocked.example>", NULL, &r),
-	    "550 5.7.1 Sender \"%%s %%n\"@blocked.example is not accepted here");
+	    "550 5.7.1 Sender %%s %%n@blocked.example is not accepted here");
 	/* Allowed: % in the key of the rate limit and in its reply. */
 	for (int i = 0; i < 2; i++) {
 		STEP(mp_mail(mp, "<%s%n%%x@example.org>", NULL, &r), CONT);
@@ -989,7 +991,7 @@ START_TEST(address_crlf)
 	greet(label, mp);
 	/* The reply shows them as '?' and never breaks the line. */
 	STEP_Y(mp_mail(mp, "<\"a\r\n250 ok\"@blocked.example>", NULL, &r),
-	    "550 5.7.1 Sender \"a??250 ok\"@blocked.example is not accepted here");
+	    "550 5.7.1 Sender a??250 ok@blocked.example is not accepted here");
 	STEP(mp_mail(mp, angle(uniq(sender, sizeof(sender), "crlf")), NULL, &r), CONT);
 	STEP(mp_rcpt(mp, "<a\r\nb@example.net>", NULL, &r), CONT);
 	STEP(mp_rcpt(mp, "<\r\n>", NULL, &r), CONT);
@@ -1318,6 +1320,88 @@ START_TEST(quit_nc_keeps_flags)
 }
 END_TEST
 
+/* The reuse daemon decides at MAIL first (no "no reply" there), then not. */
+#define POLICIES_REUSE_A \
+	"policies = ( { name = \"senders\"; type = \"block\"; match = \"sender\";\n" \
+	"  entries = [ \"@blocked.example\" ]; action = \"reject\";\n" \
+	"  reply = \"550 5.7.1 ${sender} is blocked\"; } );\n"
+#define POLICIES_REUSE_B \
+	"policies = ( { name = \"max-size\"; type = \"size\"; max = \"10K\";\n" \
+	"  action = \"reject\"; reply = \"552 5.3.4 Too big\"; } );\n"
+
+/* Rewrite d's configuration with policies and reload it (SIGUSR1). */
+static void
+reload_daemon(const char *label, struct daemon *d, const char *policies)
+{
+	char conf[300], line[1024];
+	const char *port = strrchr(d->target, ':') + 1;
+	bool done = false;
+	FILE *fp;
+
+	snprintf(conf, sizeof(conf), "%s/%s.conf", tmpdir, d->name);
+	fp = fopen(conf, "w");
+	ck_assert_msg(fp != NULL, "%s: %s: %s", label, conf, strerror(errno));
+	fprintf(fp, "listen = \"inet:%s@127.0.0.1\";\n"
+	    "redis = { address = \"unix:%s\"; prefix = \"ptest:\"; timeout = \"100ms\"; };\n"
+	    "on_redis_error = \"accept\";\n%s", port, redis_sock, policies);
+	fclose(fp);
+	ck_assert_int_eq(kill(d->pid, SIGUSR1), 0);
+	for (int i = 0; i < 100 && !done; i++) {
+		usleep(50000);
+		if ((fp = fopen(d->log, "r")) == NULL)
+			continue;
+		while (fgets(line, sizeof(line), fp) != NULL)
+			done = done || strstr(line, "configuration reloaded") != NULL;
+		fclose(fp);
+	}
+	ck_assert_msg(done, "%s: %s did not reload", label, d->name);
+}
+
+/*
+ * A connection reused after QUIT_NC keeps what it negotiated, also when a
+ * reload and another connection's negotiation came in between: the first
+ * connection negotiated a reply at MAIL (its policies decide there), the
+ * reload's policies do not, and the second connection negotiates "no
+ * reply" at MAIL.  Taking the latest negotiation's flags, the first
+ * connection's next MAIL got no reply at all, and its MTA would wait for
+ * one; now it keeps its configuration and flags and refuses the sender.
+ */
+START_TEST(quit_nc_across_reload)
+{
+	const char *label = "QUIT_NC across a reload";
+	struct mproto *first = session(label, &dreuse), *mp = first, *second;
+	char sender[128];
+	struct mp_reply r = { .data = "" };
+
+	ck_assert_msg(mp_expects_reply(first, SMFIC_MAIL), "%s: the first connection "
+	    "negotiated no reply at MAIL", label);
+	greet(label, mp);
+	message(label, mp, uniq(sender, sizeof(sender), "reuse"), 1, 100, CONT, NULL);
+	STEP(mp_quit_nc(mp), MP_NONE);
+
+	reload_daemon(label, &dreuse, POLICIES_REUSE_B);
+	second = session(label, &dreuse);
+	ck_assert_msg(!mp_expects_reply(second, SMFIC_MAIL), "%s: after the reload a "
+	    "connection still negotiates a reply at MAIL", label);
+
+	/* The first connection: its own flags and policies. */
+	greet(label, mp);
+	STEP_Y(mp_mail(mp, "<x@Blocked.Example>", NULL, &r),
+	    "550 5.7.1 x@blocked.example is blocked");
+	message(label, mp, uniq(sender, sizeof(sender), "reuse"), 1, 20000, CONT, NULL);
+	STEP(mp_quit(mp), MP_NONE);
+	mp_close(first);
+
+	/* The second: the new policies. */
+	mp = second;
+	greet(label, mp);
+	STEP(mp_mail(mp, "<x@blocked.example>", NULL, &r), GO(SMFIC_MAIL));
+	STEP(mp_rcpt(mp, "<r@example.net>", NULL, &r), GO(SMFIC_RCPT));
+	finish(label, mp, 20000, YREPLY, "552 5.3.4 Too big");
+	mp_close(second);
+}
+END_TEST
+
 /*
  * ---- a known limitation (PM_CHECK_KNOWN_BUGS=1 runs it; it fails)
  *
@@ -1586,6 +1670,7 @@ protocol_suite(bool known_bugs)
 	tcase_add_test(tc, quit_nc_mid_message);
 	tcase_add_test(tc, many_sessions);
 	tcase_add_test(tc, quit_nc_keeps_flags);
+	tcase_add_test(tc, quit_nc_across_reload);
 	tcase_add_test(tc, long_sender_blocked);
 	suite_add_tcase(s, tc);
 	if (known_bugs) {
@@ -1628,14 +1713,17 @@ main(void)
 	redis_sock = tl_redis_start();
 	start_daemon(&dmain, bin, POLICIES_MAIN);
 	start_daemon(&dquiet, bin, POLICIES_QUIET);
+	start_daemon(&dreuse, bin, POLICIES_REUSE_A);
 
 	rc = tl_run(protocol_suite(kb != NULL && strcmp(kb, "1") == 0));
 
 	/* Both at once: libmilter notices SIGTERM only every few seconds. */
 	kill(dmain.pid, SIGTERM);
 	kill(dquiet.pid, SIGTERM);
+	kill(dreuse.pid, SIGTERM);
 	ok = stop_daemon(&dmain);
 	ok = stop_daemon(&dquiet) && ok;
+	ok = stop_daemon(&dreuse) && ok;
 	if (ok && rc == EXIT_SUCCESS)
 		tl_rmtree(tmpdir);
 	else

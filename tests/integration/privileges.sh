@@ -74,6 +74,24 @@ if assert_grep "starts over a stale socket and listens" "listening on unix:$SOCK
 	assert_eq "pid file written in a root-only directory" "$MILTER_PID" \
 		"$(cat "$PID_DIR/pm.pid" 2>/dev/null)"
 
+	# A second instance with the same pid file stops before it binds:
+	# in the foreground and as a daemon (which says so on stderr too).
+	out=$("$PM_MILTER_BIN" -f -c "$CONF" -p "$PID_DIR/pm.pid" 2>&1)
+	rc=$?
+	assert_eq "a second instance exits 1" 1 "$rc" "$out"
+	assert_contains "and says the first one's PID" "already running as PID $MILTER_PID" "$out"
+	out=$("$PM_MILTER_BIN" -c "$CONF" -p "$PID_DIR/pm.pid" 2>&1 >/dev/null)
+	rc=$?
+	assert_eq "a second daemon exits 1" 1 "$rc" "$out"
+	assert_contains "and says so on stderr" "already running as PID $MILTER_PID" "$out"
+	if [ -S "$SOCK" ]; then
+		pm_ok "the first instance's socket is still there"
+	else
+		pm_not_ok "the first instance's socket is still there" "$(ls -la "$SOCK_DIR")"
+	fi
+	assert_eq "the pid file still names the first instance" "$MILTER_PID" \
+		"$(cat "$PID_DIR/pm.pid" 2>/dev/null)"
+
 	# A reload that names another socket changes nothing until a restart,
 	# and the stop must not remove whatever is at the new path.
 	OTHER=$SOCK_DIR/other.sock
@@ -95,6 +113,33 @@ if assert_grep "starts over a stale socket and listens" "listening on unix:$SOCK
 	assert_eq "the file at the reloaded listen path is untouched" "not a socket" \
 		"$(cat "$OTHER" 2>/dev/null)"
 fi
+
+# A pid file planted as a symbolic link is not followed: what it points to
+# stays as it was, and the daemon does not start.
+VICTIM=$PM_TMP/victim
+echo "precious" >"$VICTIM"
+ln -s "$VICTIM" "$PID_DIR/link.pid"
+out=$("$PM_MILTER_BIN" -f -c "$CONF" -p "$PID_DIR/link.pid" 2>&1)
+rc=$?
+assert_eq "a symlinked pid file is refused (exit 1)" 1 "$rc" "$out"
+assert_contains "and named as a symbolic link" "is a symbolic link" "$out"
+assert_eq "the file it points to is untouched" "precious" "$(cat "$VICTIM")"
+ln "$VICTIM" "$PID_DIR/hard.pid"
+out=$("$PM_MILTER_BIN" -f -c "$CONF" -p "$PID_DIR/hard.pid" 2>&1)
+assert_contains "a pid file with a second name (hard link) is refused" \
+	"not a plain file with one name" "$out"
+assert_eq "and the file is untouched" "precious" "$(cat "$VICTIM")"
+
+# A configuration error when starting as a daemon reaches the terminal too,
+# with file:line, not only syslog.
+BAD=$PM_TMP/bad.conf
+printf 'listen = "inet:%s@127.0.0.1";\npolicies = ( { name = "x"; type = "sise"; } );\n' \
+	"$MILTER_PORT" >"$BAD"
+out=$("$PM_MILTER_BIN" -c "$BAD" 2>&1 >/dev/null)
+rc=$?
+assert_eq "a daemon with a bad configuration exits 78 (EX_CONFIG)" 78 "$rc" "$out"
+assert_contains "and prints the error with file:line on stderr" "$BAD:2:" "$out"
+assert_contains "and that it does not start" "configuration has errors; not starting" "$out"
 
 # Started as root without a user: it runs, and says so.
 CONF2=$PM_TMP/root.conf
