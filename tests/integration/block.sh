@@ -247,8 +247,8 @@ if assert_milter_start "milter starts with a block policy of every match kind" "
 	# sender (the client list above holds only near-misses of 127.0.0.1:
 	# every case that passes shows that none of them matches)
 	row "sender: exact address" $H - spam@example.com r@example.net "$(S_NO spam@example.com)" -
-	row "sender: exact address in upper case" $H - SPAM@EXAMPLE.COM r@example.net "$(S_NO SPAM@EXAMPLE.COM)" -
-	row "sender: exact address with a trailing dot" $H - spam@example.com. r@example.net "$(S_NO spam@example.com.)" -
+	row "sender: exact address in upper case" $H - SPAM@EXAMPLE.COM r@example.net "$(S_NO spam@example.com)" -
+	row "sender: exact address with a trailing dot" $H - spam@example.com. r@example.net "$(S_NO spam@example.com)" -
 	row "sender: other local part passes" $H - spam2@example.com r@example.net "$MAIL_OK" "$RCPT_OK"
 	row "sender: same local part at a subdomain passes" $H - spam@mail.example.com r@example.net "$MAIL_OK" "$RCPT_OK"
 	row "sender: @domain" $H - anyone@bad.example r@example.net "$(S_NO anyone@bad.example)" -
@@ -257,21 +257,21 @@ if assert_milter_start "milter starts with a block policy of every match kind" "
 	row "sender: .domain matches a deep subdomain" $H - x@deep.sub.bad2.example r@example.net "$(S_NO x@deep.sub.bad2.example)" -
 	row "sender: .domain near miss (notbad2.example) passes" $H - x@notbad2.example r@example.net "$MAIL_OK" "$RCPT_OK"
 	row "sender: null sender <>" $H - '<>' r@example.net "$(S_NO '<>')" -
-	row "sender: quoted local part" $H - '"john doe"@example.com' r@example.net "$(S_NO '"john doe"@example.com')" -
-	row "sender: quoted local part in other case" $H - '"John Doe"@EXAMPLE.com' r@example.net "$(S_NO '"John Doe"@EXAMPLE.com')" -
+	row "sender: quoted local part" $H - '"john doe"@example.com' r@example.net "$(S_NO 'john doe@example.com')" -
+	row "sender: quoted local part in other case" $H - '"John Doe"@EXAMPLE.com' r@example.net "$(S_NO 'john doe@example.com')" -
 	row "sender: other quoted local part passes" $H - '"john.doe"@example.com' r@example.net "$MAIL_OK" "$RCPT_OK"
 	# RFC 5322 3.2.4: "spam" quoted is the local part spam; Postfix queues
 	# it as from=<spam@example.com>.  A blocked sender must not get through
 	# by quoting its local part.
 	row "sender: needlessly quoted local part is the blocked address" $H - '"spam"@example.com' r@example.net "$(S_NO 'spam@example.com')" -
 	row "sender: entry written in upper case" $H - upper@example.org r@example.net "$(S_NO upper@example.org)" -
-	row "sender: regex /i" $H - Bounce-123@Lists.Example r@example.net "$(S_NO Bounce-123@Lists.Example)" -
+	row "sender: regex /i" $H - Bounce-123@Lists.Example r@example.net "$(S_NO bounce-123@lists.example)" -
 	row "sender: regex near miss (letters) passes" $H - bounce-abc@lists.example r@example.net "$MAIL_OK" "$RCPT_OK"
 	row "sender: regex is anchored (lists.example.net passes)" $H - bounce-123@lists.example.net r@example.net "$MAIL_OK" "$RCPT_OK"
 
 	# sender_domain
 	row "sender_domain: exact domain" $H - x@sd.example r@example.net "$(SD_NO x@sd.example)" -
-	row "sender_domain: exact domain in upper case" $H - x@SD.EXAMPLE r@example.net "$(SD_NO x@SD.EXAMPLE)" -
+	row "sender_domain: exact domain in upper case" $H - x@SD.EXAMPLE r@example.net "$(SD_NO x@sd.example)" -
 	row "sender_domain: a plain domain does not cover subdomains" $H - x@sub.sd.example r@example.net "$MAIL_OK" "$RCPT_OK"
 	row "sender_domain: @domain" $H - x@sdat.example r@example.net "$(SD_NO x@sdat.example)" -
 	row "sender_domain: .domain subdomain" $H - x@a.sdtree.example r@example.net "$(SD_NO x@a.sdtree.example)" -
@@ -297,15 +297,15 @@ if assert_milter_start "milter starts with a block policy of every match kind" "
 
 	# rcpt
 	row "rcpt: exact address, refused at RCPT" $H - ok@example.org abuse@victim.example "$MAIL_OK" "$(R_NO abuse@victim.example)"
-	row "rcpt: exact address in other case" $H - ok@example.org ABUSE@Victim.EXAMPLE "$MAIL_OK" "$(R_NO ABUSE@Victim.EXAMPLE)"
+	row "rcpt: exact address in other case" $H - ok@example.org ABUSE@Victim.EXAMPLE "$MAIL_OK" "$(R_NO abuse@victim.example)"
 	row "rcpt: exact address at a subdomain passes" $H - ok@example.org abuse@sub.victim.example "$MAIL_OK" "$RCPT_OK"
 	row "rcpt: @domain" $H - ok@example.org x@rat.example "$MAIL_OK" "$(R_NO x@rat.example)"
 	row "rcpt: @domain does not cover subdomains" $H - ok@example.org x@sub.rat.example "$MAIL_OK" "$RCPT_OK"
 	row "rcpt: .domain subdomain" $H - ok@example.org x@a.rtree.example "$MAIL_OK" "$(R_NO x@a.rtree.example)"
 	row "rcpt: .domain near miss (notrtree.example) passes" $H - ok@example.org x@notrtree.example "$MAIL_OK" "$RCPT_OK"
-	row "rcpt: quoted local part" $H - ok@example.org '"x y"@victim.example' "$MAIL_OK" "$(R_NO '"x y"@victim.example')"
-	row "rcpt: quoted local part in other case" $H - ok@example.org '"X Y"@Victim.Example' "$MAIL_OK" "$(R_NO '"X Y"@Victim.Example')"
-	row "rcpt: regex /i" $H - ok@example.org PostMaster@anything.example "$MAIL_OK" "$(R_NO PostMaster@anything.example)"
+	row "rcpt: quoted local part" $H - ok@example.org '"x y"@victim.example' "$MAIL_OK" "$(R_NO 'x y@victim.example')"
+	row "rcpt: quoted local part in other case" $H - ok@example.org '"X Y"@Victim.Example' "$MAIL_OK" "$(R_NO 'x y@victim.example')"
+	row "rcpt: regex /i" $H - ok@example.org PostMaster@anything.example "$MAIL_OK" "$(R_NO postmaster@anything.example)"
 	row "rcpt: regex is anchored (mypostmaster@ passes)" $H - ok@example.org mypostmaster@anything.example "$MAIL_OK" "$RCPT_OK"
 	row "rcpt: a listed address as sender passes" $H - abuse@victim.example r@example.net "$MAIL_OK" "$RCPT_OK"
 
@@ -316,7 +316,7 @@ if assert_milter_start "milter starts with a block policy of every match kind" "
 	row "rcpt_domain: .example.com matches mail.example.com" $H - ok@example.org x@mail.example.com "$MAIL_OK" "$(RD_NO x@mail.example.com)"
 	row "rcpt_domain: .example.com near miss (notexample.com) passes" $H - ok@example.org x@notexample.com "$MAIL_OK" "$RCPT_OK"
 	row "rcpt_domain: .example.com near miss (example.com.au) passes" $H - ok@example.org x@example.com.au "$MAIL_OK" "$RCPT_OK"
-	row "rcpt_domain: regex /i" $H - ok@example.org x@mx.RDRE.example "$MAIL_OK" "$(RD_NO x@mx.RDRE.example)"
+	row "rcpt_domain: regex /i" $H - ok@example.org x@mx.RDRE.example "$MAIL_OK" "$(RD_NO x@mx.rdre.example)"
 	row "rcpt_domain: regex near miss passes" $H - ok@example.org x@rdre.example "$MAIL_OK" "$RCPT_OK"
 
 	# one message, three recipients: only the blocked one is refused
@@ -608,7 +608,7 @@ EOF
 	redis_cli ZADD pmlive:block:live-rcpts +inf blocked.example >/dev/null
 	T=$(swaks_session client.test.example - a@example.org u@Blocked.Example --quit-after RCPT)
 	assert_reply "live rcpt_domain: refused at RCPT" "$T" RCPT 1 \
-		'550 5.7.1 Recipient u@Blocked.Example is blocked'
+		'550 5.7.1 Recipient u@blocked.example is blocked'
 	T=$(swaks_session client.test.example - a@example.org u@example.net --quit-after RCPT)
 	assert_reply "live rcpt_domain: another domain passes" "$T" RCPT 1 "$RCPT_OK"
 

@@ -325,13 +325,16 @@ if assert_milter_start "milter starts (quarantine)" "$CONF"; then
 	assert_milter_stop "SIGTERM: exit status 0 (quarantine run)"
 fi
 
-# accept ends evaluation: the first policy accepts messages with more than
-# one recipient, the second would reject anything over 1K.
+# accept covers what it was decided for: at MAIL the message (the size
+# policy after it is not evaluated), at RCPT that recipient only (the size
+# of the message is still checked at end of data).
 CONF=$PM_TMP/accept.conf
 {
 	milter_config_head
 	cat <<'EOF'
 policies = (
+  { name = "allow-sender"; type = "block"; match = "sender";
+    entries = [ "trusted@example.org" ]; action = "accept"; },
   { name = "allow-multi"; type = "recipients"; max = 1; action = "accept"; },
   { name = "small-only"; type = "size"; max = "1K"; action = "reject";
     reply = "552 5.3.4 Message too big (limit ${limit})"; }
@@ -342,11 +345,18 @@ if assert_milter_start "milter starts (accept)" "$CONF"; then
 	T=$(smtp_send --body-bytes 5000)
 	assert_reply "accept, control: 1 recipient, 5000 bytes: the later policy rejects" \
 		"$T" DOT 1 "552 5.3.4 Message too big (limit 1K)"
-	T=$(smtp_send_n_rcpts 2 --body-bytes 5000)
-	assert_eq "accept: 2 recipients, both get 250" 2 "$(smtp_count "$T" RCPT "$RCPT_OK")" "$T"
-	assert_reply_match "accept: 2 recipients, 5000 bytes: the later policy is not evaluated" \
+	T=$(smtp_send --from trusted@example.org --body-bytes 5000)
+	assert_reply_match "accept at MAIL: 5000 bytes: the later policy is not evaluated" \
 		"$T" DOT 1 "$QUEUED"
-	assert_grep "accept: decision logged" "$(decision_re allow-multi rcpt accept)" "$MILTER_LOG"
+	assert_grep "accept at MAIL: decision logged" "$(decision_re allow-sender mail accept)" \
+		"$MILTER_LOG"
+	T=$(smtp_send_n_rcpts 2 --body-bytes 5000)
+	assert_eq "accept at RCPT: 2 recipients, both get 250" 2 \
+		"$(smtp_count "$T" RCPT "$RCPT_OK")" "$T"
+	assert_reply "accept at RCPT covers the recipient, not the message: 5000 bytes refused" \
+		"$T" DOT 1 "552 5.3.4 Message too big (limit 1K)"
+	assert_grep "accept at RCPT: decision logged" "$(decision_re allow-multi rcpt accept)" \
+		"$MILTER_LOG"
 	assert_milter_stop "SIGTERM: exit status 0 (accept run)"
 fi
 

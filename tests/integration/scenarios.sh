@@ -452,10 +452,81 @@ EOF
 	t=$(mta_session --from rl@example.org)
 	assert_reply_match "ratelimit: message 4 refused at RCPT with the 451 reply" "$t" RCPT 1 \
 		'^451 4\.7\.1 Rate limit reached for rl@example\.org; try again in [0-9]+s$'
+	# Other spellings of the same mailbox are the same key (README
+	# "Addresses: one canonical form"): none of them gets a fourth message in.
+	for spelling in 'RL@Example.ORG.' '"rl"@example.org' '@relay.example:rl@example.org'; do
+		t=$(mta_session --from "$spelling")
+		assert_reply_match "ratelimit: $spelling is rl@example.org, refused" "$t" RCPT 1 \
+			'^451 4\.7\.1 Rate limit reached for rl@example\.org; try again in [0-9]+s$'
+	done
 	t=$(mta_session --from other@example.org)
 	assert_reply_match "ratelimit: another sender is not limited" "$t" DOT 1 "$(mta_queued_re)"
 	used=$(redis_cli --raw hvals 'pmrl:rl:per-sender:rl@example.org' | awk '{ s += $1 } END { print s + 0 }')
 	assert_eq "ratelimit: Redis holds exactly 3 units for rl@example.org" 3 "$used"
+}
+
+# ------------------------------------------------------------ what an accept covers
+
+# An allow entry covers what it matched and no more (README "What an accept
+# covers"): an allowed recipient is that recipient, not the message; and a
+# quarantine decided earlier is not undone by an accept after it.
+sc_accept_scope() {
+	local conf t q
+	conf=$(sc_conf accept-scope pmacc: <<'EOF'
+policies = (
+  { name = "postmaster"; type = "block"; match = "rcpt";
+    entries = [ "postmaster@d.example" ]; action = "accept"; },
+  { name = "max-rcpts"; type = "recipients"; max = 3; action = "tempfail";
+    reply = "452 4.5.3 Too many recipients (at most ${limit})"; },
+  { name = "max-size"; type = "size"; max = "20K"; action = "reject";
+    reply = "552 5.3.4 Message too big (limit ${limit})"; }
+);
+EOF
+)
+	mta_use "milter runs with an allowed postmaster, a recipients and a size policy" \
+		"$conf" || return
+	t=$(mta_session --to postmaster@d.example --to r2@d.example --to r3@d.example \
+		--to r4@d.example --to r5@d.example --to r6@d.example)
+	assert_eq "accept at RCPT: postmaster, r2 and r3 accepted" \
+		"$(mta_rcpt_ok postmaster@d.example)|$(mta_rcpt_ok r2@d.example)|$(mta_rcpt_ok r3@d.example)" \
+		"$(smtp_reply "$t" RCPT 1)|$(smtp_reply "$t" RCPT 2)|$(smtp_reply "$t" RCPT 3)" "$t"
+	assert_reply "accept at RCPT: the allowed postmaster does not lift the limit for r4" \
+		"$t" RCPT 4 "$(mta_refusal r4@d.example '452 4.5.3 Too many recipients (at most 3)')"
+	assert_reply "accept at RCPT: nor for r6" "$t" RCPT 6 \
+		"$(mta_refusal r6@d.example '452 4.5.3 Too many recipients (at most 3)')"
+	assert_reply_match "accept at RCPT: the message is accepted" "$t" DOT 1 "$(mta_queued_re)"
+	q=$(mta_queue_id "$t")
+	assert_eq "accept at RCPT: the message goes to postmaster, r2 and r3" \
+		"postmaster@d.example r2@d.example r3@d.example" "$(mta_message_rcpts "$q")" "$t"
+
+	t=$(mta_session --to postmaster@d.example --to other@d.example --body-bytes 60000)
+	assert_reply "accept at RCPT: postmaster accepted" "$t" RCPT 1 \
+		"$(mta_rcpt_ok postmaster@d.example)"
+	assert_reply "accept at RCPT: 60 kB to postmaster and another refused at end of data" \
+		"$t" DOT 1 '552 5.3.4 Message too big (limit 20K)'
+
+	conf=$(sc_conf accept-held pmhold: <<'EOF'
+policies = (
+  { name = "hold-helo"; type = "block"; match = "helo";
+    entries = [ "held.example" ]; action = "quarantine"; },
+  { name = "known-helo"; type = "block"; match = "helo";
+    entries = [ "held.example" ]; action = "accept"; },
+  { name = "vip"; type = "block"; match = "sender";
+    entries = [ "vip@example.org" ]; action = "accept"; }
+);
+EOF
+)
+	mta_use "milter runs with a held HELO that an allow list also accepts" "$conf" || return
+	t=$(mta_session --helo held.example)
+	assert_reply_match "held, then accepted at HELO: the client gets 250 after DATA" \
+		"$t" DOT 1 "$(mta_queued_re)"
+	q=$(mta_queue_id "$t")
+	assert_eq "held, then accepted at HELO: $MTA still holds the message" held \
+		"$(mta_message_fate "$q")" "$t"
+	t=$(mta_session --helo held.example --from vip@example.org)
+	q=$(mta_queue_id "$t")
+	assert_eq "held at HELO, allowed sender: $MTA still holds the message" held \
+		"$(mta_message_fate "$q")" "$t"
 }
 
 scenarios_run() {
@@ -465,4 +536,5 @@ scenarios_run() {
 	sc_client_block
 	sc_exempt
 	sc_ratelimit
+	sc_accept_scope
 }
