@@ -84,10 +84,14 @@ assert_eq "m4 turns it into the filter definition and InputMailFilters" \
 
 # ------------------------------------------------------------ 0. quarantine
 
-# The scenarios left one quarantined message (hold@example.org): mailq -qQ
-# lists it with the reason, and "sendmail -qQ -Q -qI<id>" releases it.
-held=$(cd "$SM_DIR/mqueue" && ls hf* 2>/dev/null)
-assert_eq "quarantine: one held queue file (hf<id>)" 1 "$(printf '%s\n' "$held" | grep -c '^hf')" \
+# The scenarios left one message quarantined by hold-senders
+# (hold@example.org), and two by hold-helo (sc_accept_scope): mailq -qQ
+# lists the first with its reason, and "sendmail -qQ -Q -qI<id>" releases it.
+held=$(cd "$SM_DIR/mqueue" && grep -l 'policy hold-senders' hf* 2>/dev/null)
+assert_eq "quarantine: one held queue file (hf<id>) for hold-senders" 1 \
+	"$(printf '%s\n' "$held" | grep -c '^hf')" "$(ls -l "$SM_DIR/mqueue")"
+assert_eq "quarantine: two for hold-helo" 2 \
+	"$(cd "$SM_DIR/mqueue" && grep -l 'policy hold-helo' hf* 2>/dev/null | grep -c '^hf')" \
 	"$(ls -l "$SM_DIR/mqueue")"
 held=${held#hf}
 out=$(sendmail_cmd -bp -qQ 2>&1)
