@@ -260,9 +260,13 @@ fault_seen() {  # fault_seen LABEL LOG
 
 no_fault() { :; }
 
+# A sleep that a signal interrupts (the trap then runs at once; bash runs
+# it only after a foreground command ends).
+nap() { sleep "$1" & wait $!; }
+
 redis_sigstop() {
 	kill -STOP "$PM_REDIS_PID"
-	sleep 10
+	nap 10
 	kill -CONT "$PM_REDIS_PID"
 }
 
