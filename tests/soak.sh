@@ -63,7 +63,13 @@ cleanup() {
 		wait "$PID" 2>/dev/null
 	fi
 	if [ -f "$TMP/redis.pid" ]; then
-		kill "$(cat "$TMP/redis.pid")" 2>/dev/null
+		local rpid _
+		rpid=$(cat "$TMP/redis.pid")
+		kill "$rpid" 2>/dev/null
+		for _ in $(seq 50); do     # it writes its log as it goes
+			kill -0 "$rpid" 2>/dev/null || break
+			sleep 0.1
+		done
 	fi
 	if [ "${SOAK_KEEP_TMP:-0}" = 1 ]; then
 		echo "soak: kept $TMP"
