@@ -8,7 +8,7 @@ message, so that the test counts outcomes and delays on the client side.
 
   fault_load.py run --port P --threads N --duration S [--per-conn K]
                     [--from FMT] [--senders M] [--listed ADDR] [--listed-every J]
-                    [--rcpt ADDR] [--body-bytes N] [--timeout S]
+                    [--rcpt ADDR] [--body-bytes N] [--timeout S] [--until FILE]
       N threads, each running sessions back to back for S seconds: banner,
       EHLO, then up to K transactions (MAIL, RCPT, DATA, the message, RSET
       between two), QUIT.  Attempt n (counted over all threads) comes from
@@ -16,7 +16,8 @@ message, so that the test counts outcomes and delays on the client side.
       (a sender on a block list).  A session the server ends early (421, a
       closed connection) is followed by a new one.  A command that gets no
       reply within --timeout seconds (default 15) ends its session and is
-      recorded with the time it waited.
+      recorded with the time it waited.  With --until FILE the run ends
+      once FILE exists (S is then the longest it may last).
       Prints, one per line, tab-separated:
         C  command  sent_ms  latency_ms  reply_code     (every command; the
                                                           banner is CONNECT)
@@ -32,6 +33,7 @@ message, so that the test counts outcomes and delays on the client side.
       p50 X p99 Y max Z", then the five slowest commands as "slow CMD
       LATENCY_MS CODE".
 """
+import os
 import socket
 import sys
 import threading
@@ -125,7 +127,7 @@ def run(args):
                        "--per-conn": "3", "--from": "u{n}@load.example",
                        "--senders": "40", "--listed": "", "--listed-every": "10",
                        "--rcpt": "r@example.net", "--body-bytes": "300",
-                       "--timeout": "15"})
+                       "--timeout": "15", "--until": ""})
     port, threads = int(o["--port"]), int(o["--threads"])
     per_conn, nsenders = int(o["--per-conn"]), int(o["--senders"])
     every, nbytes = int(o["--listed-every"]), int(o["--body-bytes"])
@@ -135,6 +137,10 @@ def run(args):
     lock = threading.Lock()
     out = []
     counter = [0]
+    until = o["--until"]
+
+    def going():
+        return now_ms() < end and not (until and os.path.exists(until))
 
     def log(rec):
         with lock:
@@ -166,7 +172,7 @@ def run(args):
         return "accepted", qid, True
 
     def worker():
-        while now_ms() < end:
+        while going():
             try:
                 s = Session(port, timeout, log)
             except (OSError, Closed) as e:
@@ -183,7 +189,7 @@ def run(args):
                     continue
                 more = True
                 for i in range(per_conn):
-                    if not more or now_ms() >= end:
+                    if not more or not going():
                         break
                     if i > 0:
                         s.cmd("RSET", b"RSET\r\n")

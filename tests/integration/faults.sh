@@ -8,15 +8,17 @@
 # block list in Redis (block policy, match = sender, redis = true), Redis
 # timeout 100 ms, on_redis_error = accept.  The load (fault_load.py: 50
 # threads, sessions of up to 3 transactions; every 10th attempt from a
-# listed sender) runs for a fixed time in each phase; the fault starts 2 s
-# into it:
+# listed sender) runs for a fixed time in each phase; the fault starts once
+# mail flows (20 messages delivered, usually 1-2 s into it):
 #
 #   0. no fault (the reference figures)
 #   1. Redis stopped with SIGSTOP for 10 s, then SIGCONT
 #   2. Redis killed with SIGKILL, started again 2 s later on the same socket
 #      (empty: the test Redis keeps nothing on disk; the live entry is added
 #      again, as persistence would have kept it)
-#   3. Redis slowed: DEBUG SLEEP 0.5 four times, 1 s apart
+#   3. Redis slowed: DEBUG SLEEP 0.5 three times, 1 s apart (a stall
+#      shorter than the budget: it checks that connections with a late
+#      reply in flight are not reused, by the exact counts afterwards)
 #   4. the milter killed with SIGKILL and started again 1 s later
 #
 # For each phase it asserts:
@@ -43,19 +45,21 @@
 # LOAD and a retry, with Redis answering).  So the milter itself may hold a
 # command 2 x 100 ms; Postfix adds its own work (starting smtpd processes,
 # the queue file and its fsync, the milter round trips) and the shared
-# 2-core machine adds scheduling delays: FAULT_MARGIN_MS, 1300 ms by
-# default, on top, so the budget is 1.5 s.  Measured here with no fault at
-# all, 50 sessions, other builds running (load average up to 19): max 350 ms
-# (p99 200 ms) in a plain build, max 880 ms (a banner; p99 530 ms) under
-# ASan; with the faults the max stayed under 520 ms.  A command held for
-# 1.5 s or more fails the test (a Redis call without its timeout would hold
-# it until Postfix's milter_command_timeout, 30 s).  With the milter killed,
-# Postfix answers at once from milter_default_action (tempfail here): the
-# same budget applies.
+# 2-core machine adds scheduling delays: FAULT_MARGIN_MS, 1800 ms by
+# default, on top, so the budget is 2 s.  Measured here, 50 sessions, with
+# other engineers' builds and tests running (load average 18-22): plain
+# build, max 380-510 ms in every phase (p99 230-320 ms); ASan build, max
+# 450-810 ms with the Redis faults, but 1.5 s (the data of a message, p99
+# 1.1 s) just after the ASan milter was restarted.  A command held for 2 s
+# or more fails the test: the 10 s SIGSTOP does that to any Redis call made
+# without its timeout (which would hold it up to Postfix's
+# milter_command_timeout, 30 s).  With the milter killed, Postfix answers at
+# once from milter_default_action (tempfail here): the same budget applies.
 #
 # Needs root (Postfix's master), postfix, swaks, redis-server, python3;
 # skips (77) without them.  TAP on stdout.  Runs in about 100 s (130 s
-# under ASan).  FAULT_MARGIN_MS=N changes the margin.
+# under ASan; up to 150 s on a busy machine).  FAULT_MARGIN_MS=N changes the
+# margin.
 
 # SC2016: reply templates hold ${...} for the milter, not for the shell.
 # SC2317: the fault functions are called by name (phase's 4th argument).
@@ -76,9 +80,12 @@ BURST=$top_srcdir/tests/integration/smtp_load.py
 if [ ! -f "$LOAD" ] || [ ! -f "$BURST" ]; then
 	pm_bail "fault_load.py or smtp_load.py is missing"
 fi
+# The interpreter itself: a version manager's "python3" shim can take a
+# second and more to start on a busy machine, and this test starts many.
+PYTHON=$(python3 -c 'import sys; print(sys.executable)') || pm_bail "python3 does not run"
 
 TIMEOUT_MS=100
-FAULT_MARGIN_MS=${FAULT_MARGIN_MS:-1300}
+FAULT_MARGIN_MS=${FAULT_MARGIN_MS:-1800}
 BUDGET_MS=$((2 * TIMEOUT_MS + FAULT_MARGIN_MS))
 LIMIT=20
 LISTED=listed@blocked.example
@@ -144,7 +151,7 @@ wait_counting() {  # wait_counting SENDER
 # Exact counting again: LIMIT + 5 attempts from a fresh sender, 10 clients.
 assert_exact() {  # assert_exact LABEL SENDER
 	local log=$PM_TMP/exact.$2.log counts
-	python3 "$BURST" burst --port "$SMTP_PORT" --threads 10 --count $((LIMIT + 5)) \
+	"$PYTHON" "$BURST" burst --port "$SMTP_PORT" --threads 10 --count $((LIMIT + 5)) \
 		--from "$2" --to exact@example.net >"$log" 2>&1
 	counts=$(awk -F'\t' -v want="$(rl_reply "$2")" -v q="$QUEUED" '
 		/^#/ { next }
@@ -186,22 +193,36 @@ assert_delivered() {  # assert_delivered LABEL LOG RCPT
 
 # ---------------------------------------------------------------- a phase
 
-# Run the load for DURATION seconds; FAULT (a function) starts 2 s in, in
-# the foreground.  Then every assertion of the phase.
-phase() {  # phase N LABEL DURATION FAULT
-	local n=$1 label=$2 log=$PM_TMP/load.$1.log sum lat p50 p99 max t0
+# A sleep that a signal interrupts (the trap then runs at once; bash runs
+# it only after a foreground command ends).
+nap() { sleep "$1" & wait $!; }
+
+# Run the load; FAULT (a function) starts once mail flows (usually 1-2 s
+# in), in the foreground; the load goes on for TAIL seconds after it.  Then every assertion of the phase.
+phase() {  # phase N LABEL TAIL FAULT
+	local n=$1 label=$2 log=$PM_TMP/load.$1.log sum lat p50 p99 max t0 i
 	t0=$(now_ms)
-	python3 "$LOAD" run --port "$SMTP_PORT" --threads 50 --duration "$3" --per-conn 3 \
+	rm -f "$PM_TMP/load.stop"
+	"$PYTHON" "$LOAD" run --port "$SMTP_PORT" --threads 50 --duration 60 --per-conn 3 \
+		--until "$PM_TMP/load.stop" \
 		--from "u{n}.p$n@load.example" --senders 40 --listed "$LISTED" \
 		--listed-every 10 --rcpt "fault-$n@example.net" --timeout 15 \
 		>"$log" 2>"$log.err" &
 	LOAD_PID=$!
-	sleep 2
+	# The fault comes once mail flows (20 deliveries), at most 10 s in.
+	for ((i = 0; i < 100; i++)); do
+		[ "$(grep -c ": to=<fault-$n@example.net>,.* status=sent" "$PF_MAILLOG")" -ge 20 ] && break
+		sleep 0.1
+	done
+	pm_diag "$label: fault $(( $(now_ms) - t0 )) ms after the load started"
 	"$4"
+	nap "$3"
+	touch "$PM_TMP/load.stop"
 	wait "$LOAD_PID"
 	LOAD_PID=
+	PHASE_T1=$(now_ms)
 	[ -s "$log.err" ] && pm_diag "fault_load.py: $(tail -n 5 "$log.err")"
-	sum=$(python3 "$LOAD" summary "$log")
+	sum=$("$PYTHON" "$LOAD" summary "$log")
 	lat=$(printf '%s\n' "$sum" | sed -n 's/^latency //p')
 	p50=$(echo "$lat" | awk '{ print $4 }')
 	p99=$(echo "$lat" | awk '{ print $6 }')
@@ -218,7 +239,6 @@ phase() {  # phase N LABEL DURATION FAULT
 		"$(grep -P '^M\t.*\tERR:' "$log" | head -n 5)"
 	assert_true "$label: no command waited over ${BUDGET_MS} ms (max $max ms)" \
 		awk -v m="$max" -v b="$BUDGET_MS" 'BEGIN { exit !(m <= b) }'
-	assert_delivered "$label" "$log" "fault-$n@example.net"
 	[ "$n" -gt 0 ] && fault_seen "$label" "$log"
 	PHASE_FIGURES="$PHASE_FIGURES
 $label: p50 $p50 p99 $p99 max $max ms; $2 attempts, $4 accepted"
@@ -234,7 +254,9 @@ after_fault() {  # after_fault N LABEL : counting, exactness, live list, milter
 		pm_not_ok "$2: counting resumes within 40 s"
 	fi
 	assert_listed_refused "$2"
-	pm_diag "$2: phase took $(( $(now_ms) - PHASE_T0 )) ms"
+	# Last: Postfix delivers the phase's messages meanwhile.
+	assert_delivered "$2" "$PM_TMP/load.$1.log" "fault-$1@example.net"
+	pm_diag "$2: phase took $(( $(now_ms) - PHASE_T0 )) ms, $(( $(now_ms) - PHASE_T1 )) ms of them after the load"
 }
 
 # ---------------------------------------------------------------- faults
@@ -258,11 +280,7 @@ fault_seen() {  # fault_seen LABEL LOG
 	esac
 }
 
-no_fault() { :; }
-
-# A sleep that a signal interrupts (the trap then runs at once; bash runs
-# it only after a foreground command ends).
-nap() { sleep "$1" & wait $!; }
+no_fault() { nap 2; }
 
 redis_sigstop() {
 	kill -STOP "$PM_REDIS_PID"
@@ -282,7 +300,7 @@ redis_sigkill() {
 
 redis_slow() {
 	local i
-	for i in 1 2 3 4; do
+	for i in 1 2 3; do
 		redis_cli debug sleep 0.5 >"$PM_TMP/debug-sleep.out" 2>&1
 		sleep 1
 	done
@@ -306,31 +324,39 @@ assert_milter_start "milter starts (live list + $LIMIT per 60s per sender, timeo
 assert_listed_refused "before the faults"
 # Postfix starts its smtpd processes on demand, and slowly on a busy
 # machine (5 a second was seen here): until 50 run, a new session waits for
-# one to start.  Warm up, not measured, until 50 run (at most 5 x 3 s).
+# one to start.  Warm up, not measured, until 50 run (at most 15 s).
 smtpd_count() { pgrep -c -x -P "$(postfix_master_pid)" smtpd; }
-for round in 1 2 3 4 5; do
-	python3 "$LOAD" run --port "$SMTP_PORT" --threads 50 --duration 3 --per-conn 3 \
-		--from "warm{n}@load.example" --rcpt warm@example.net >"$PM_TMP/warmup.$round.log" 2>&1
+rm -f "$PM_TMP/load.stop"
+"$PYTHON" "$LOAD" run --port "$SMTP_PORT" --threads 50 --duration 15 --per-conn 3 \
+	--until "$PM_TMP/load.stop" --from "warm{n}@load.example" --rcpt warm@example.net \
+	>"$PM_TMP/warmup.log" 2>&1 &
+LOAD_PID=$!
+t0=$(now_ms)
+for ((i = 0; i < 150; i++)); do
 	[ "$(smtpd_count)" -ge 50 ] && break
+	sleep 0.1
 done
-pm_diag "warm-up: $round x 3 s, $(smtpd_count) smtpd processes"
+touch "$PM_TMP/load.stop"
+wait "$LOAD_PID"
+LOAD_PID=
+pm_diag "warm-up: $(( $(now_ms) - t0 )) ms, $(smtpd_count) smtpd processes"
 
-phase 0 "no fault" 5 no_fault
+phase 0 "no fault" 1 no_fault
 after_fault 0 "no fault"
 
-phase 1 "Redis SIGSTOP 10 s" 14 redis_sigstop
+phase 1 "Redis SIGSTOP 10 s" 1 redis_sigstop
 after_fault 1 "Redis SIGSTOP 10 s"
 
-phase 2 "Redis SIGKILL and restart" 7 redis_sigkill
+phase 2 "Redis SIGKILL and restart" 2 redis_sigkill
 after_fault 2 "Redis SIGKILL and restart"
 
-phase 3 "Redis DEBUG SLEEP 0.5 s x4" 8 redis_slow
+phase 3 "Redis DEBUG SLEEP 0.5 s x3" 1 redis_slow
 assert_eq "Redis DEBUG SLEEP: the command was allowed" "OK" \
 	"$(tail -n 1 "$PM_TMP/debug-sleep.out")"
-after_fault 3 "Redis DEBUG SLEEP 0.5 s x4"
+after_fault 3 "Redis DEBUG SLEEP 0.5 s x3"
 
 MILTER_RESTARTED=1
-phase 4 "milter SIGKILL and restart" 7 milter_sigkill
+phase 4 "milter SIGKILL and restart" 2 milter_sigkill
 assert_eq "milter SIGKILL: the milter starts again" 0 "$MILTER_RESTARTED" \
 	"$(cat "$PM_TMP/milter_restart.out")"
 after_fault 4 "milter SIGKILL and restart"
