@@ -223,7 +223,8 @@ stats_vs_clients() {
 nap() { sleep "$1" & wait $!; }
 
 # Run the load; FAULT (a function) starts once mail flows (usually 1-2 s
-# in), in the foreground; the load goes on for TAIL seconds after it.  Then every assertion of the phase.
+# in), in the foreground; the load goes on for TAIL seconds after it.  Then
+# the phase's assertions on the load itself (after_fault has the others).
 phase() {  # phase N LABEL TAIL FAULT
 	local n=$1 label=$2 log=$PM_TMP/load.$1.log sum lat p50 p99 max t0 i
 	t0=$(now_ms)
@@ -403,12 +404,13 @@ after_fault 4 "milter SIGKILL and restart"
 # One message while Redis is stopped, no other traffic: the statistics must
 # count its decisions once (checked +1, redis_errors +1 for each policy).
 #
-# TODO daemon bug: they count them once per flush that was sent during the
-# stall, 3 times here.  milter/stats.c, stats_flush(): when store_pipeline()
-# fails it puts the counts back for the next flush, but a timeout comes after
-# the HINCRBYs were written: Redis runs them when it resumes, and the next
-# flush sends them again (the first flush after the stall, then every
-# breaker probe the flush thread makes, then the flush that succeeds).
+# TODO daemon bug: they are counted once per flush sent during the stall
+# plus once more (twice with this 2 s stall, 3 times with 4 s).
+# milter/stats.c, stats_flush(): when store_pipeline() fails it puts the
+# counts back for the next flush, but a timeout comes after the HINCRBYs were
+# written: Redis runs them when it resumes, and a later flush sends them
+# again.  Sent during the stall: the first flush after the decisions (the
+# breaker is still closed), then each breaker probe the flush thread makes.
 # Shown here; checked with PM_CHECK_KNOWN_BUGS=1 (then it fails).
 stat() { local v; v=$(redis_hget "pmfault:stats:$1" "$2"); echo "${v:-0}"; }
 stall_stats() {
