@@ -405,7 +405,7 @@ after_fault 4 "milter SIGKILL and restart"
 # count its decisions once (checked +1, redis_errors +1 for each policy).
 #
 # TODO daemon bug: they are counted once per flush sent during the stall
-# plus once more (twice with this 2 s stall, 3 times with 4 s).
+# plus once more (2 or 3 times with this 2 s stall).
 # milter/stats.c, stats_flush(): when store_pipeline() fails it puts the
 # counts back for the next flush, but a timeout comes after the HINCRBYs were
 # written: Redis runs them when it resumes, and a later flush sends them
