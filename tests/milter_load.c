@@ -11,6 +11,10 @@
  * is awaited where it negotiated none (SMFIP_NR_*).  A message whose MAIL is
  * refused ends there; one whose every recipient is refused is aborted.
  *
+ * With -k K a connection carries at most K messages and is then closed
+ * (QUIT) and a new one opened, negotiated and sent connect and HELO again:
+ * -k 1 makes one milter connection, one SMTP session, per message.
+ *
  * It prints messages per second, the time from MAIL to the reply of end of
  * message (p50, p99, max), the outcomes and a count of every reply packet.
  * It asserts nothing, but exits 1 on a protocol error: a reply no MTA would
@@ -18,7 +22,7 @@
  *
  *   milter_load -t HOST:PORT|unix:/path [-c CONNECTIONS] [-m MESSAGES]
  *               [-r RECIPIENTS] [-b BODY_OCTETS] [-s SENDERS] [-l LABEL]
- *               [-w TIMEOUT_MS]
+ *               [-w TIMEOUT_MS] [-k MESSAGES_PER_CONNECTION]
  */
 #include "config.h"
 
@@ -36,7 +40,7 @@
 
 struct options {
 	const char *target, *label;
-	unsigned conns, messages, rcpts, senders;
+	unsigned conns, messages, rcpts, senders, per_conn;
 	size_t body;
 	int timeout_ms;
 };
@@ -58,6 +62,7 @@ struct worker {
 	uint64_t replies[256];    /* by command octet */
 	uint64_t noreply;         /* stages sent without a reply awaited */
 	uint32_t protocol, actions;
+	uint64_t sessions;        /* milter connections opened */
 	int failed;
 	char err[600];
 };
@@ -172,25 +177,32 @@ done:
 	return true;
 }
 
-static void *
-run(void *arg)
+/*
+ * One milter connection: negotiate, connect, HELO, then messages until the
+ * shared count runs out or per_conn of them were sent.  Returns false when
+ * the worker must stop (a protocol error, or no message left).
+ */
+static bool
+session(struct worker *w)
 {
-	struct worker *w = arg;
 	const struct options *o = w->o;
 	char err[256], host[64], addr[64];
 	struct mproto *mp;
 	struct mp_reply r;
 	unsigned n, done = 0;
+	bool more = true;
 	int rc;
 
 	if ((mp = mp_open(o->target, o->timeout_ms, err, sizeof(err))) == NULL) {
 		snprintf(w->err, sizeof(w->err), "connection %u: %s", w->id, err);
 		w->failed = 1;
-		return NULL;
+		return false;
 	}
+	w->sessions++;
 	if (mp_negotiate(mp, SMFI_PROT_VERSION, MP_ALL_ACTIONS, MP_ALL_PROTOCOL) !=
 	    SMFIC_OPTNEG) {
 		count(w, mp, "negotiation", MP_ERR);
+		more = false;
 		goto out;
 	}
 	w->protocol = mp_protocol(mp);
@@ -201,30 +213,50 @@ run(void *arg)
 		if (mp_macro(mp, SMFIC_CONNECT, "j", "mx.load.example", "{daemon_name}",
 		    "smtpd", "v", "milter_load", NULL) != 0 ||
 		    !count(w, mp, "connect", rc = mp_connect(mp, host, SMFIA_INET,
-		    (uint16_t)(40000 + w->id), addr, &r)))
+		    (uint16_t)(40000 + w->id), addr, &r))) {
+			more = false;
 			goto out;
-		if (!passes(rc))
-			goto out;       /* refused for the whole connection */
+		}
+		if (!passes(rc)) {
+			more = false;   /* refused for the whole connection */
+			goto out;
+		}
 	}
 	if (mp_wants(mp, SMFIC_HELO)) {
-		if (!count(w, mp, "HELO", rc = mp_helo(mp, host, &r)))
+		if (!count(w, mp, "HELO", rc = mp_helo(mp, host, &r)) || !passes(rc)) {
+			more = false;
 			goto out;
-		if (!passes(rc))
-			goto out;
+		}
 	}
-	while ((n = atomic_fetch_add(&next_message, 1)) < o->messages) {
+	while (o->per_conn == 0 || done < o->per_conn) {
+		if ((n = atomic_fetch_add(&next_message, 1)) >= o->messages) {
+			more = false;
+			break;
+		}
 		if (done++ > 0 && mp_abort(mp) != 0) {
 			count(w, mp, "abort", MP_ERR);
+			more = false;
 			break;
 		}
 		if (!message(w, mp, n)) {
 			w->failed = 1;  /* a protocol error (count() said which) or a send */
+			more = false;
 			break;
 		}
 	}
 	mp_quit(mp);
 out:
 	mp_close(mp);
+	return more;
+}
+
+static void *
+run(void *arg)
+{
+	struct worker *w = arg;
+
+	while (session(w))
+		;
 	return NULL;
 }
 
@@ -252,7 +284,8 @@ usage(void)
 {
 	fprintf(stderr, "usage: milter_load -t HOST:PORT|unix:/path [-c CONNECTIONS] "
 	    "[-m MESSAGES] [-r RECIPIENTS]\n"
-	    "                   [-b BODY_OCTETS] [-s SENDERS] [-l LABEL] [-w TIMEOUT_MS]\n");
+	    "                   [-b BODY_OCTETS] [-s SENDERS] [-l LABEL] [-w TIMEOUT_MS]\n"
+	    "                   [-k MESSAGES_PER_CONNECTION]\n");
 	exit(64);
 }
 
@@ -277,10 +310,10 @@ main(int argc, char **argv)
 	struct worker *w;
 	double t0, secs, *lat;
 	size_t nlat = 0, minper = 0, maxper = 0;
-	uint64_t outcomes[OUT_N] = { 0 }, replies[256] = { 0 }, noreply = 0;
+	uint64_t outcomes[OUT_N] = { 0 }, replies[256] = { 0 }, noreply = 0, sessions = 0;
 	int c, failed = 0;
 
-	while ((c = getopt(argc, argv, "t:c:m:r:b:s:l:w:")) != -1) {
+	while ((c = getopt(argc, argv, "t:c:m:r:b:s:l:w:k:")) != -1) {
 		switch (c) {
 		case 't': o.target = optarg; break;
 		case 'c': o.conns = number(optarg, 1); break;
@@ -290,6 +323,7 @@ main(int argc, char **argv)
 		case 's': o.senders = number(optarg, 1); break;
 		case 'l': o.label = optarg; break;
 		case 'w': o.timeout_ms = (int)number(optarg, 1); break;
+		case 'k': o.per_conn = number(optarg, 1); break;
 		default: usage();
 		}
 	}
@@ -332,6 +366,7 @@ main(int argc, char **argv)
 		for (int k = 0; k < 256; k++)
 			replies[k] += w[i].replies[k];
 		noreply += w[i].noreply;
+		sessions += w[i].sessions;
 		if (w[i].failed) {
 			failed = 1;
 			fprintf(stderr, "%s: protocol error: %s\n", o.label, w[i].err);
@@ -346,7 +381,8 @@ main(int argc, char **argv)
 	    "p99.9 %.3f ms, max %.3f ms\n", o.label, percentile(lat, nlat, 50),
 	    percentile(lat, nlat, 90), percentile(lat, nlat, 99), percentile(lat, nlat, 99.9),
 	    nlat ? lat[nlat - 1] : 0.0);
-	printf("%s: messages per connection: min %zu, max %zu\n", o.label, minper, maxper);
+	printf("%s: messages per thread: min %zu, max %zu; milter connections: %" PRIu64 "\n",
+	    o.label, minper, maxper, sessions);
 	printf("%s: outcomes:", o.label);
 	for (int k = 0; k < OUT_N; k++)
 		printf("%s %s %" PRIu64, k ? "," : "", outcome_names[k], outcomes[k]);
