@@ -4,10 +4,13 @@
  *
  * Decisions add to in-memory atomic counters (no lock, no Redis round trip
  * on the SMTP path).  stats_flush() sends what accumulated since the last
- * flush as one pipeline of HINCRBY to <prefix>stats:<policy>, one command
- * per non-zero field; the daemon calls it once a second from its own thread.
- * If Redis is down the counts stay in memory and go out with the next
- * successful flush, so no decision is lost from the statistics.
+ * flush to the hashes <prefix>stats:<policy> (HINCRBY per non-zero field),
+ * in one script call that Redis applies at most once; the daemon calls it
+ * once a second from its own thread.  If Redis is down the counts stay in
+ * memory and go out with the next successful flush, and a flush that timed
+ * out is sent again as it was, so no decision is lost from the statistics
+ * and none is counted twice (<prefix>statsflush:<process> holds the last
+ * flush applied, for an hour).
  *
  * Entries are created by name when a configuration loads and live until
  * stats_reset(); a reload keeps a policy's pending counts.
@@ -46,7 +49,8 @@ const char *stats_field_name(enum stats_field f);
 
 /*
  * Send pending counts under prefix.  0 on success (or nothing to send); -1
- * with err when Redis failed, in which case the counts are kept for later.
+ * with err when Redis failed, in which case the counts are kept and sent
+ * first (with the same flush number) next time.  Call from one thread.
  */
 int stats_flush(struct store *st, const char *prefix, char *err, size_t errlen);
 
