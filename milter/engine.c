@@ -49,6 +49,8 @@ struct item {
 	bool hit;                  /* in-memory: the policy is hit */
 	bool lookup;               /* not hit in memory: look up its live list */
 	bool outlives;             /* at RCPT, not covered by an accept (message-level) */
+	bool after_refusal;        /* at RCPT, after a refusal of the recipient:
+	                            * an accept here comes too late to cover it */
 	struct policy_members *mem;       /* ... these members of it */
 	char found[300];                  /* the live-list member that matched */
 	struct policy_hit info;
@@ -331,7 +333,7 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 {
 	const struct cfg *c = s->cfg;
 	struct item *items = w->items;
-	bool decided = false, covered = false;
+	bool decided = false, covered = false, rcpt_refused = false;
 	size_t n = 0, nmem = 0;
 
 	*mode = LIMITER_RESERVE;
@@ -341,8 +343,9 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 
 		if (!(p->stages & POLICY_STAGE(stage)) || policy_exempt(s, p))
 			continue;
-		/* An accept earlier at RCPT covers its recipient. */
-		if (covered && per_recipient(p))
+		/* The recipient is decided: an accept before covers it, or a
+		 * refusal before refuses it; only message-level policies go on. */
+		if ((covered || rcpt_refused) && per_recipient(p))
 			continue;
 		it = &items[n++];
 		it->p = p;
@@ -351,6 +354,7 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		it->hit = false;
 		it->lookup = false;
 		it->outlives = stage == POLICY_RCPT && !per_recipient(p);
+		it->after_refusal = rcpt_refused;
 		memset(&it->info, 0, sizeof(it->info));
 		if (it->counting) {
 			if (!p->type->count(p->settings, stage, m, &it->cnt))
@@ -369,17 +373,25 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		}
 		it->hit = p->type->check(p->settings, stage, m, &it->info);
 		if (it->hit && !p->dry_run && refuses(p->action)) {
-			decided = true;
-			/* A refusal an accept in Redis could still cover: reserve
-			 * only if one does.  One it cannot (message-level, at RCPT)
-			 * stands whatever Redis says. */
-			*mode = stage == POLICY_RCPT && !per_recipient(p) ?
-			    LIMITER_CHECK_ONLY : LIMITER_RESERVE_IF_ACCEPTED;
-		} else if (it->hit && !p->dry_run && p->action == POLICY_ACCEPT) {
-			if (stage == POLICY_RCPT)
-				covered = true;
-			else
+			if (stage == POLICY_RCPT && per_recipient(p)) {
+				/* Refuses the recipient unless an accept found in Redis
+				 * before it covers the recipient: reserve only then.  The
+				 * message-level policies after it run either way. */
+				rcpt_refused = true;
+				if (*mode == LIMITER_RESERVE)
+					*mode = LIMITER_RESERVE_IF_ACCEPTED;
+			} else {
+				/* Nothing after it can matter.  At RCPT no accept covers a
+				 * message-level refusal: it stands whatever Redis says. */
 				decided = true;
+				*mode = stage == POLICY_RCPT ? LIMITER_CHECK_ONLY :
+				    LIMITER_RESERVE_IF_ACCEPTED;
+			}
+		} else if (it->hit && !p->dry_run && p->action == POLICY_ACCEPT) {
+			if (stage != POLICY_RCPT)
+				decided = true;
+			else if (!rcpt_refused)     /* first decisive wins */
+				covered = true;
 		}
 		/* Not in the static list: maybe in the live one. */
 		if (!it->hit && p->live && nmem < c->nlive) {
@@ -432,6 +444,8 @@ call_limiter(struct session *s, struct scratch *w, size_t n, enum limiter_reserv
 		c = &w->checks[nc++];
 		*c = (struct limiter_check){ .key = it->key, .keylen = it->keylen,
 		    .on_over = ledger_on_over(it->p), .outlives_accept = it->outlives };
+		if (it->after_refusal && c->on_over == LIMITER_ACCEPT)
+			c->on_over = LIMITER_SOFT;
 		if (it->lookup) {
 			c->members = it->mem->v;
 			c->memberlens = it->mem->len;

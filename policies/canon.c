@@ -52,13 +52,15 @@ put_tail(const char *src, size_t len, char *out, size_t outlen)
 static size_t
 canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 {
-	const char *end = p + len, *at = NULL, *q;
+	const char *end = p + len, *at = NULL, *q, *lim, *last;
 	bool quoted = false, escaped = false;
 	size_t n = 0, local_start, ext = 0;
 
 	*bad = NULL;
-	/* A source route, "@a,@b:user@domain": the mailbox is after the colon. */
-	if (p < end && *p == '@' && (q = memchr(p, ':', len)) != NULL)
+	/* A source route, "@a,@b:user@domain": the mailbox is after the colon,
+	 * and has an @ of its own ("@[ipv6:::1]" is a domain, not a route). */
+	if (p < end && *p == '@' && (q = memchr(p, ':', len)) != NULL &&
+	    memchr(q + 1, '@', (size_t)(end - q - 1)) != NULL)
 		p = q + 1;
 	/* The domain starts after the last @ that is neither quoted nor escaped. */
 	for (q = p; q < end; q++) {
@@ -80,7 +82,11 @@ canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 	 * characters that would read differently again kept escaped. */
 	local_start = n;
 	quoted = false;
-	for (q = p; q < (at != NULL ? at : end); q++) {
+	lim = at != NULL ? at : end;
+	/* The local part's last character (closing quotes are not one). */
+	for (last = lim; last > p && last[-1] == '"'; last--)
+		continue;
+	for (q = p; q < lim; q++) {
 		char c = *q;
 
 		if (c == '"') {
@@ -88,7 +94,7 @@ canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 			continue;
 		}
 		if (c == '\\') {
-			if (q + 1 >= (at != NULL ? at : end))
+			if (q + 1 >= lim)
 				continue;
 			c = *++q;
 		}
@@ -96,7 +102,11 @@ canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 		if ((flags & CANON_STRIP_EXTENSION) && c == '+' && ext == 0 &&
 		    n > local_start)
 			ext = n;
-		if (c == '"' || c == '\\' || c == '@')
+		/* Kept escaped: what would read differently a second time (white
+		 * space at either end is trimmed, a leading < is a bracket). */
+		if (c == '"' || c == '\\' || c == '@' ||
+		    ((c == ' ' || c == '\t') && (n == local_start || q + 1 == last)) ||
+		    (c == '<' && n == local_start))
 			w[n++] = '\\';
 		w[n++] = c;
 	}
@@ -115,6 +125,22 @@ canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 	return n;
 }
 
+/* len without the white space at the end of p (an escaped one stays). */
+static size_t
+trim_end(const char *p, size_t len)
+{
+	while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) {
+		size_t k = 0;
+
+		while (k + 1 < len && p[len - 2 - k] == '\\')
+			k++;
+		if (k % 2 == 1)
+			break;
+		len--;
+	}
+	return len;
+}
+
 int
 canon_address(const char *addr, unsigned flags, char *out, size_t outlen,
     char *why, size_t whylen)
@@ -126,12 +152,16 @@ canon_address(const char *addr, unsigned flags, char *out, size_t outlen,
 
 	while (*p == ' ' || *p == '\t')
 		p++;
-	len = strlen(p);
-	while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-		len--;
+	len = trim_end(p, strlen(p));
 	if (len >= 2 && p[0] == '<' && p[len - 1] == '>') {
 		p++;
 		len -= 2;
+		/* "< a@d >": white space inside the brackets too. */
+		while (len > 0 && (*p == ' ' || *p == '\t')) {
+			p++;
+			len--;
+		}
+		len = trim_end(p, len);
 	}
 	if (len == 0) {
 		put_tail("<>", 2, out, outlen);
@@ -154,6 +184,46 @@ canon_address(const char *addr, unsigned flags, char *out, size_t outlen,
 		return -1;
 	}
 	return 0;
+}
+
+void
+canon_strip_extension(const char *canonical, char *out, size_t outlen)
+{
+	const char *at = NULL, *plus = NULL;
+	bool escaped = false;
+	size_t len;
+
+	canonical = canonical != NULL ? canonical : "";
+	len = strlen(canonical);
+	for (const char *q = canonical; *q != '\0'; q++) {
+		if (escaped)
+			escaped = false;
+		else if (*q == '\\')
+			escaped = true;
+		else if (*q == '@')
+			at = q;
+	}
+	/* The first + of the local part that is not its first character. */
+	for (const char *q = canonical + 1; at != NULL && q < at; q++)
+		if (*q == '+' && q[-1] != '\\') {
+			plus = q;
+			break;
+		}
+	if (plus == NULL || outlen == 0) {
+		put_tail(canonical, len, out, outlen);
+		return;
+	}
+	if ((size_t)(plus - canonical) + strlen(at) >= outlen) {
+		/* Cut: keep the end, the domain. */
+		size_t keep = outlen - 1, dl = strlen(at);
+		size_t ll = keep > dl ? keep - dl : 0;
+		memcpy(out, plus - ll, ll);
+		memcpy(out + ll, at + (dl > keep ? dl - keep : 0), dl > keep ? keep : dl);
+		out[keep] = '\0';
+		return;
+	}
+	memcpy(out, canonical, (size_t)(plus - canonical));
+	strcpy(out + (plus - canonical), at);
 }
 
 void

@@ -22,7 +22,9 @@
  * The result is itself a valid spelling of the same mailbox, and
  * canon_address of it gives it back unchanged: the characters that would
  * read differently a second time (a quote, a backslash, an @ in the local
- * part) stay escaped with a backslash.
+ * part, white space at its ends, a < at its start) stay escaped with a
+ * backslash.  Callers that hold a canonical value do not parse it again
+ * (canon_strip_extension, canon_domain_of work on it as it is).
  *
  * Failure: a spelling no MTA would accept as one mailbox (an unterminated
  * quote, a backslash at the end) returns -1 with the reason in why; out
@@ -47,6 +49,13 @@
 /* addr as above into out.  0, or -1 with why (may be NULL). */
 int canon_address(const char *addr, unsigned flags, char *out, size_t outlen,
     char *why, size_t whylen);
+
+/*
+ * A canonical address without its "+extension" (alice+news@d: alice@d),
+ * as canon_address with CANON_STRIP_EXTENSION would give it; for values
+ * that are canonical already (the session's), which are not parsed again.
+ */
+void canon_strip_extension(const char *canonical, char *out, size_t outlen);
 
 /*
  * The domain of a canonical address ("" when it has none; "<>" for the

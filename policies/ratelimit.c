@@ -148,16 +148,18 @@ append_part(struct policy_count *c, const char *part, bool first)
 }
 
 /*
- * An address key part.  Session values are canonical already; passing them
- * through canon_address again changes nothing but the extension, and keeps
- * one function in charge of what a key is.
+ * An address key part, from the session's value, which is canonical
+ * already (policies/canon.h): it is not parsed again, only its extension
+ * goes when the policy asks.
  */
 static void
 address_part(const char *addr, const struct ratelimit_settings *s, char *buf,
     size_t len)
 {
-	(void)canon_address(addr, s->strip_extension ? CANON_STRIP_EXTENSION : 0, buf, len,
-	    NULL, 0);
+	if (s->strip_extension)
+		canon_strip_extension(addr, buf, len);
+	else
+		snprintf(buf, len, "%s", addr != NULL ? addr : "");
 }
 
 static bool

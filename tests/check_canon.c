@@ -69,6 +69,12 @@ static const struct {
 	{ "domain literal", "k1@[192.0.2.1]", 0, "k1@[192.0.2.1]", 0 },
 	{ "8-bit local part untouched", "J\xc3\x9cRGEN@x.example", 0,
 	  "j\xc3\x9crgen@x.example", 0 },
+	{ "leading space stays escaped", "\" k1\"@d.example", 0, "\\ k1@d.example", 0 },
+	{ "spaces at both ends, no domain", "\" k1 \"", 0, "\\ k1\\ ", 0 },
+	{ "leading < stays escaped", "\"<k1\"@d.example", 0, "\\<k1@d.example", 0 },
+	{ "empty local part, IPv6 literal is no route", "\"\"@[IPv6:::1]", 0,
+	  "@[ipv6:::1]", 0 },
+	{ "space inside the brackets", "< k1@d.example >", 0, "k1@d.example", 0 },
 	{ "unterminated quote", "\"k1@d.example", 0, "k1\\@d.example", -1 },
 	{ "backslash at the end", "k1@d.example\\", 0, "k1@d.example\\", -1 },
 	{ "escaped @: no domain", "k1\\@d.example", 0, "k1\\@d.example", 0 },
@@ -101,6 +107,35 @@ START_TEST(test_idempotent)
 	    "%s: \"%s\" is not well-formed", cases[_i].label, once);
 	ck_assert_msg(strcmp(once, twice) == 0, "%s: \"%s\" became \"%s\"",
 	    cases[_i].label, once, twice);
+}
+END_TEST
+
+static const struct {
+	const char *canonical, *want;
+} strips[] = {
+	{ "a+tag@x.example", "a@x.example" },
+	{ "a+b+c@x.example", "a@x.example" },
+	{ "+a@x.example", "+a@x.example" },
+	{ "a@x+y.example", "a@x+y.example" },
+	{ "a\\@b+c@x.example", "a\\@b@x.example" },
+	{ "<>", "<>" },
+	{ "postmaster+x", "postmaster+x" },
+};
+
+/* Stripping a canonical value agrees with canonicalising with the flag. */
+START_TEST(test_strip_extension)
+{
+	char out[128], direct[128];
+
+	canon_strip_extension(strips[_i].canonical, out, sizeof(out));
+	ck_assert_msg(strcmp(out, strips[_i].want) == 0, "\"%s\": \"%s\", expected \"%s\"",
+	    strips[_i].canonical, out, strips[_i].want);
+	if (strchr(strips[_i].canonical, '@') != NULL) {
+		canon_address(strips[_i].canonical, CANON_STRIP_EXTENSION, direct,
+		    sizeof(direct), NULL, 0);
+		ck_assert_msg(strcmp(out, direct) == 0, "\"%s\": \"%s\" but canon_address "
+		    "says \"%s\"", strips[_i].canonical, out, direct);
+	}
 }
 END_TEST
 
@@ -324,6 +359,7 @@ canon_suite(void)
 	tcase_add_loop_test(tc, test_table, 0, (int)NELEMS(cases));
 	tcase_add_loop_test(tc, test_idempotent, 0, (int)NELEMS(cases));
 	tcase_add_test(tc, test_too_long_keeps_the_domain);
+	tcase_add_loop_test(tc, test_strip_extension, 0, (int)NELEMS(strips));
 	tcase_add_test(tc, test_names);
 	suite_add_tcase(s, tc);
 

@@ -696,6 +696,57 @@ START_TEST(allowed_rcpt_message_limit)
 }
 END_TEST
 
+/*
+ * A live allow entry covers a recipient that a static list after it would
+ * refuse; the message limit after both still counts every message.
+ */
+START_TEST(allowed_rcpt_over_static_refusal)
+{
+	struct cfg *c;
+
+	new_prefix();
+	c = load("allowstatic", NULL, "accept", "policies = (\n"
+	    "{ name = \"allow-pm\"; type = \"block\"; match = \"rcpt\"; redis = true; "
+	    "action = \"accept\"; },\n"
+	    "{ name = \"no-d\"; type = \"block\"; match = \"rcpt_domain\"; "
+	    "entries = [ \"d.example\" ]; action = \"reject\"; },\n"
+	    "{ name = \"per-sender\"; type = \"ratelimit\"; key = \"sender\"; "
+	    "count = \"messages\"; limit = 3; window = \"1h\"; action = \"tempfail\"; }\n);\n");
+	zadd("allow-pm", "+inf", "postmaster@d.example");
+	for (int k = 0; k < 5; k++) {
+		struct session *s = session_new(c);
+		struct engine_verdict v;
+		enum policy_action got;
+
+		tl_set_client("allowstatic", s, "198.51.100.7");
+		session_msg_start(s, "s@example.org", NULL, NULL);
+		ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+		session_set_rcpt(s, "postmaster@d.example");
+		memset(&v, 0, sizeof(v));
+		got = engine_run(s, POLICY_RCPT, &v);
+		if (k < 3) {
+			ck_assert_msg(got == POLICY_ACCEPT && strcmp(v.policy->name, "allow-pm") == 0,
+			    "message %d: %s, want accept by allow-pm", k + 1, policy_action_name(got));
+			ck_assert(engine_run(s, POLICY_EOM, &v) == POLICY_NONE);
+		} else {
+			ck_assert_msg(got == POLICY_TEMPFAIL && strcmp(v.policy->name, "per-sender") == 0,
+			    "message %d: %s, want tempfail by per-sender", k + 1,
+			    policy_action_name(got));
+			engine_release(s);
+		}
+		session_msg_reset(s);
+		session_free(s);
+	}
+	/* And the static list still refuses another recipient at d.example. */
+	{
+		struct msg other = { NULL, "t@example.org", "someone@d.example" };
+		expect("not allowed", c, &other, POLICY_REJECT, "no-d");
+	}
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
 /* A sender longer than the 1024 octets kept keeps its end: the domain. */
 START_TEST(long_sender_keeps_domain)
 {
@@ -768,6 +819,7 @@ live_suite(void)
 	tcase_add_test(tc, allow_before_ratelimit);
 	tcase_add_test(tc, failed_list_leaks_no_unit);
 	tcase_add_test(tc, allowed_rcpt_message_limit);
+	tcase_add_test(tc, allowed_rcpt_over_static_refusal);
 	tcase_add_test(tc, needs_redis);
 	tcase_add_test(tc, long_sender_keeps_domain);
 	suite_add_tcase(s, tc);
