@@ -409,9 +409,14 @@ main(int argc, char **argv)
 		    config_path);
 		return EX_CONFIG;
 	}
-	/* Before the socket: a second instance must not take the first one's. */
-	if (pidfile != NULL && (pidfd = open_pidfile(pidfile, foreground)) < 0)
-		return 1;
+	/* Before the socket: a second instance must not take the first one's.
+	 * Our pid goes in at once (a second instance names it), and again
+	 * after daemon() changed it. */
+	if (pidfile != NULL) {
+		if ((pidfd = open_pidfile(pidfile, foreground)) < 0)
+			return 1;
+		write_pidfile(pidfd, pidfile);
+	}
 	/* main keeps its own reference: a reload may replace c at any time. */
 	cfg_ref(c);
 	cfg_install(c);
