@@ -58,8 +58,16 @@ get_session(SMFICTX *ctx)
 
 	if (s != NULL)
 		return s;
-	if (!reuse_lookup(ctx, &flags, &c))
-		c = cfg_acquire();         /* unknown: no "no reply" at all */
+	if (!reuse_lookup(ctx, &flags, &c)) {
+		static struct log_throttle throttle;
+
+		/* Forgotten (closed long ago): answer every stage; libmilter
+		 * drops the answers its negotiation said the MTA does not want. */
+		log_ratelimited(&throttle, 60, LOG_WARNING, "a session on a milter "
+		    "connection that negotiated too long ago to remember: answering "
+		    "every stage");
+		c = cfg_acquire();
+	}
 	s = new_session(ctx, c, flags);
 	cfg_unref(c);
 	return s;

@@ -3,9 +3,9 @@
  * reuse - negotiated flags by milter connection (see reuse.h).
  *
  * A plain array scanned under the mutex: it holds the open connections and
- * those closed in the last REUSE_KEEP_MS, a few hundred at most, and is
- * touched three times per connection (negotiate, close, and the rare
- * session after QUIT_NC).
+ * the recently closed ones (at most REUSE_KEEP_CLOSED), and is touched
+ * three times per connection (negotiate, close, and the rare session after
+ * QUIT_NC).  The scan is a few microseconds at thousands of entries.
  */
 #include "config.h"
 
@@ -45,17 +45,33 @@ find(const void *conn)
 	return NULL;
 }
 
-/* Drop entries closed before cutoff (all closed ones for UINT64_MAX);
- * their snapshots go to *dead for unref outside the lock. */
+static unsigned nclosed;
+
+/* Drop entries closed before cutoff, and the oldest closed ones beyond
+ * REUSE_KEEP_CLOSED; their snapshots go to *dead for unref outside the
+ * lock (at most max per call). */
 static unsigned
 sweep(uint64_t cutoff, struct cfg **dead, unsigned max)
 {
 	unsigned ndead = 0;
 
+	while (nclosed > REUSE_KEEP_CLOSED && ndead < max) {
+		unsigned oldest = n;
+		for (unsigned i = 0; i < n; i++)
+			if (tab[i].closed_at != 0 &&
+			    (oldest == n || tab[i].closed_at < tab[oldest].closed_at))
+				oldest = i;
+		if (oldest == n)
+			break;
+		dead[ndead++] = tab[oldest].cfg;
+		tab[oldest] = tab[--n];
+		nclosed--;
+	}
 	for (unsigned i = 0; i < n && ndead < max;) {
 		if (tab[i].closed_at != 0 && tab[i].closed_at < cutoff) {
 			dead[ndead++] = tab[i].cfg;
 			tab[i] = tab[--n];
+			nclosed--;
 		} else {
 			i++;
 		}
@@ -89,6 +105,8 @@ reuse_negotiated(const void *conn, unsigned long flags, struct cfg *c)
 		e = &tab[n++];
 	} else {
 		old = e->cfg;
+		if (e->closed_at != 0)
+			nclosed--;
 	}
 	*e = (struct entry){ conn, flags, c, 0 };
 	pthread_mutex_unlock(&lock);
@@ -104,8 +122,10 @@ reuse_closed(const void *conn)
 	uint64_t now = now_ms();
 
 	pthread_mutex_lock(&lock);
-	if ((e = find(conn)) != NULL)
+	if ((e = find(conn)) != NULL && e->closed_at == 0) {
 		e->closed_at = now;
+		nclosed++;
+	}
 	ndead = sweep(now > REUSE_KEEP_MS ? now - REUSE_KEEP_MS : 0, dead, 32);
 	pthread_mutex_unlock(&lock);
 	for (unsigned i = 0; i < ndead; i++)
@@ -120,6 +140,8 @@ reuse_lookup(const void *conn, unsigned long *flags, struct cfg **c)
 
 	pthread_mutex_lock(&lock);
 	if ((e = find(conn)) != NULL) {
+		if (e->closed_at != 0)
+			nclosed--;
 		e->closed_at = 0;          /* open again */
 		*flags = e->flags;
 		*c = e->cfg;
@@ -139,7 +161,7 @@ reuse_clear(void)
 		cfg_unref(tab[i].cfg);
 	free(tab);
 	tab = NULL;
-	n = cap = 0;
+	n = cap = nclosed = 0;
 	pthread_mutex_unlock(&lock);
 }
 

@@ -15,8 +15,10 @@
  * (a reload applies to new connections, as to sessions in progress).
  *
  * A connection is known by libmilter's context pointer.  An entry is kept
- * while the connection is open and REUSE_KEEP_MS after its close callback,
- * long enough for the next session's first command; a new connection that
+ * while the connection is open and after its close callback: an MTA may
+ * keep a connection idle between sessions for a while.  Closed entries go
+ * after REUSE_KEEP_MS, or the oldest first beyond REUSE_KEEP_CLOSED of
+ * them (a real end looks the same as QUIT_NC to us); a new connection that
  * gets the same pointer negotiates first and replaces the entry.
  *
  * Threads: every function is thread-safe (one mutex, never held while
@@ -29,7 +31,8 @@
 
 #include "milter/cfg.h"
 
-#define REUSE_KEEP_MS 10000
+#define REUSE_KEEP_MS (10 * 60 * 1000)
+#define REUSE_KEEP_CLOSED 4096
 
 /* conn negotiated flags for snapshot c (a reference is taken). */
 void reuse_negotiated(const void *conn, unsigned long flags, struct cfg *c);
