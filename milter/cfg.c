@@ -11,6 +11,8 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <limits.h>
@@ -202,6 +204,34 @@ cfg_unix_socket_path(const char *spec)
 	return spec[0] == '/' ? spec : NULL;
 }
 
+/*
+ * Is host (after the @ of a libmilter inet spec) the wildcard address?
+ * libmilter binds INADDR_ANY / in6addr_any for it, as for no address at all.
+ */
+static bool
+listen_any(const char *host)
+{
+	char buf[INET6_ADDRSTRLEN + 2];
+	unsigned char a[sizeof(struct in6_addr)];
+	size_t len = strlen(host);
+
+	if (len >= sizeof(buf))
+		return false;
+	if (host[0] == '[' && len >= 2 && host[len - 1] == ']') {
+		memcpy(buf, host + 1, len - 2);
+		buf[len - 2] = '\0';
+	} else {
+		memcpy(buf, host, len + 1);
+	}
+	if (strcmp(buf, "*") == 0 || strcmp(buf, "0") == 0)
+		return true;
+	if (inet_pton(AF_INET, buf, a) == 1)
+		return memcmp(a, "\0\0\0\0", 4) == 0;
+	if (inet_pton(AF_INET6, buf, a) == 1)
+		return IN6_IS_ADDR_UNSPECIFIED((struct in6_addr *)(void *)a);
+	return false;
+}
+
 static void
 check_listen(struct loader *ld, const config_setting_t *s, const char *spec,
     bool socket_mode_set)
@@ -226,6 +256,13 @@ check_listen(struct loader *ld, const config_setting_t *s, const char *spec,
 			ERR(ld, s, "listen \"%s\": expected inet:PORT@ADDRESS such as "
 			    "\"inet:8890@127.0.0.1\" (libmilter's order, not Postfix's "
 			    "inet:host:port)", spec);
+		} else if (*end == '\0' || listen_any(end + 1)) {
+			bool v6 = strncmp(spec, "inet6:", 6) == 0;
+			WARN(ld, s, "listen \"%s\" accepts connections on every interface: "
+			    "anyone who reaches port %ld can spend rate-limit units; bind it "
+			    "to %s (%s:%ld@%s) or use a unix socket", spec, n,
+			    v6 ? "::1" : "127.0.0.1", v6 ? "inet6" : "inet", n,
+			    v6 ? "::1" : "127.0.0.1");
 		}
 		return;
 	}

@@ -515,6 +515,24 @@ static const struct {
 	    REDIS("password_file = \"@DIR@/world.pass\";") ONE_POLICY, 4,
 	    "world.pass\" is readable by everyone; chmod o-r it" },
 	{ "no policies", LISTEN, 0, "warning: no policies: every message is accepted" },
+	{ "listen on every interface: no address",
+	    "# a comment\n\nlisten = \"inet:8890\";\n" ONE_POLICY, 3,
+	    "warning: listen \"inet:8890\" accepts connections on every interface: anyone "
+	    "who reaches port 8890 can spend rate-limit units; bind it to 127.0.0.1 "
+	    "(inet:8890@127.0.0.1) or use a unix socket" },
+	{ "listen on every interface: 0.0.0.0", "listen = \"inet:25252@0.0.0.0\";\n"
+	    ONE_POLICY, 1, "listen \"inet:25252@0.0.0.0\" accepts connections on every "
+	    "interface: anyone who reaches port 25252" },
+	{ "listen on every interface: ::", "listen = \"inet6:8890@::\";\n" ONE_POLICY, 1,
+	    "every interface: anyone who reaches port 8890 can spend rate-limit units; "
+	    "bind it to ::1 (inet6:8890@::1)" },
+	{ "listen on every interface: [::]", "listen = \"inet6:8890@[::]\";\n" ONE_POLICY, 1,
+	    "listen \"inet6:8890@[::]\" accepts connections on every interface" },
+	{ "listen on every interface: inet6 without address", "listen = \"inet6:8890\";\n"
+	    ONE_POLICY, 1, "listen \"inet6:8890\" accepts connections on every interface" },
+	{ "listen on loopback", "listen = \"inet:8890@127.0.0.1\";\n" ONE_POLICY, 0, NULL },
+	{ "listen on IPv6 loopback", "listen = \"inet6:8890@::1\";\n" ONE_POLICY, 0, NULL },
+	{ "listen on one address", "listen = \"inet:8890@192.0.2.1\";\n" ONE_POLICY, 0, NULL },
 	{ "standard 550", REJ("\"550 5.7.1 Sender refused\""), 0, NULL },
 	{ "standard 421", TMPF("\"421 4.7.0 Try later\""), 0, NULL },
 	{ "32 reply lines",
