@@ -30,7 +30,11 @@
 /* ---- the redis group */
 
 static const struct policy_field redis_fields[] = {
-	{ "address", PF_STRING, offsetof(struct cfg_redis, address), 0, 0, true },
+	{ "address", PF_STRING, offsetof(struct cfg_redis, address), 0, 0, false },
+	{ "sentinels", PF_STRLIST, offsetof(struct cfg_redis, sentinels), 0, 0, false },
+	{ "master_name", PF_STRING, offsetof(struct cfg_redis, master_name), 0, 0, false },
+	{ "sentinel_password_file", PF_STRING,
+	    offsetof(struct cfg_redis, sentinel_password_file), 0, 0, false },
 	{ "database", PF_INT, offsetof(struct cfg_redis, database), 0, 1000000, false },
 	{ "username", PF_STRING, offsetof(struct cfg_redis, username), 0, 0, false },
 	{ "password_file", PF_STRING, offsetof(struct cfg_redis, password_file), 0, 0, false },
@@ -59,6 +63,15 @@ redis_free(struct cfg_redis *r)
 		free(r->shared);
 	}
 	free(r->address);
+	for (size_t i = 0; i < r->sentinels.n; i++)
+		free(r->sentinels.v[i]);
+	free(r->sentinels.v);
+	free(r->master_name);
+	free(r->sentinel_password_file);
+	if (r->sentinel_password != NULL) {
+		explicit_bzero(r->sentinel_password, strlen(r->sentinel_password));
+		free(r->sentinel_password);
+	}
 	free(r->username);
 	free(r->password_file);
 	if (r->password != NULL) {
@@ -70,31 +83,85 @@ redis_free(struct cfg_redis *r)
 }
 
 static char *
-read_password(struct loader *ld, const config_setting_t *s, const char *path)
+read_password(struct loader *ld, const config_setting_t *s, const char *what,
+    const char *path)
 {
 	char buf[1024];
 	struct stat sb;
 	FILE *fp = fopen(path, "re");
 
 	if (fp == NULL) {
-		ERR(ld, s, "password_file \"%s\": %s", path, strerror(errno));
+		ERR(ld, s, "%s \"%s\": %s", what, path, strerror(errno));
 		return NULL;
 	}
 	if (fstat(fileno(fp), &sb) == 0 && (sb.st_mode & S_IROTH))
-		WARN(ld, s, "password_file \"%s\" is readable by everyone; "
-		    "chmod o-r it", path);
+		WARN(ld, s, "%s \"%s\" is readable by everyone; "
+		    "chmod o-r it", what, path);
 	if (fgets(buf, sizeof(buf), fp) == NULL)
 		buf[0] = '\0';
 	fclose(fp);
 	buf[strcspn(buf, "\r\n")] = '\0';
 	if (buf[0] == '\0') {
-		ERR(ld, s, "password_file \"%s\" is empty (the password is its "
-		    "first line)", path);
+		ERR(ld, s, "%s \"%s\" is empty (the password is its "
+		    "first line)", what, path);
 		return NULL;
 	}
 	char *pw = strdup(buf);
 	explicit_bzero(buf, sizeof(buf));
 	return pw;
+}
+
+/*
+ * sentinels = [ "IP:port", ... ]; master_name; sentinel_password_file: the
+ * alternative to address.  Both, or sentinels without master_name (or the
+ * other way round), is an error at the line of the setting that is too many.
+ */
+static void
+parse_sentinels(struct loader *ld, const config_setting_t *s, struct cfg_redis *r)
+{
+	const config_setting_t *sl = config_setting_get_member(s, "sentinels");
+	const config_setting_t *mn = config_setting_get_member(s, "master_name");
+	const config_setting_t *pf = config_setting_get_member(s,
+	    "sentinel_password_file");
+
+	if (r->address != NULL && sl != NULL) {
+		ERR(ld, sl, "redis: set either address or sentinels, not both");
+		return;
+	}
+	if (r->address == NULL && sl == NULL) {
+		ERR(ld, s, "redis: required setting \"address\" is missing (or "
+		    "sentinels and master_name)");
+		return;
+	}
+	if (sl == NULL) {
+		if (mn != NULL)
+			ERR(ld, mn, "redis: master_name applies only with sentinels");
+		if (pf != NULL)
+			ERR(ld, pf, "redis: sentinel_password_file applies only with "
+			    "sentinels");
+		return;
+	}
+	if (r->sentinels.n == 0 && config_setting_length(sl) == 0)
+		ERR(ld, sl, "redis: sentinels is empty; list at least one "
+		    "\"IP:port\"");
+	for (size_t i = 0; i < r->sentinels.n; i++) {
+		char why[256];
+
+		if (store_check_address(r->sentinels.v[i], true, why, sizeof(why)) != 0)
+			ERR(ld, cfg_setting_at(s, "sentinels", (int)i),
+			    "redis sentinels: %s", why);
+	}
+	if (mn == NULL)
+		ERR(ld, sl, "redis: sentinels need master_name (the name in the "
+		    "Sentinels' \"sentinel monitor NAME ...\")");
+	else if (r->master_name != NULL && (r->master_name[0] == '\0' ||
+	    strlen(r->master_name) > 200 ||
+	    r->master_name[strcspn(r->master_name, " \t\r\n")] != '\0'))
+		ERR(ld, mn, "redis: master_name \"%s\" must be 1 to 200 characters "
+		    "without spaces", r->master_name);
+	if (r->sentinel_password_file != NULL)
+		r->sentinel_password = read_password(ld, pf, "sentinel_password_file",
+		    r->sentinel_password_file);
 }
 
 static struct cfg_redis *
@@ -114,6 +181,7 @@ parse_redis(struct loader *ld, const config_setting_t *s)
 		return r;
 	}
 	cfg_known_from_fields(redis_fields, NULL, known, 16);
+	/* Where the master is: address, or sentinels and master_name. */
 	cfg_check_unknown_keys(ld, s, "redis", known);
 	cfg_parse_fields(ld, s, "redis", redis_fields, r);
 	if (r->prefix == NULL)
@@ -125,10 +193,12 @@ parse_redis(struct loader *ld, const config_setting_t *s)
 		    "be at most 64 of A-Z a-z 0-9 : . _ - / { }", r->prefix);
 	if (r->password_file != NULL)
 		r->password = read_password(ld,
-		    config_setting_get_member(s, "password_file"), r->password_file);
+		    config_setting_get_member(s, "password_file"), "password_file",
+		    r->password_file);
 	if (r->username != NULL && r->password_file == NULL)
 		ERR(ld, config_setting_get_member(s, "username"),
 		    "redis: username needs password_file");
+	parse_sentinels(ld, s, r);
 	if (r->address != NULL) {
 		/* Let the store judge the address now, so that a typo fails the load. */
 		char why[256];
@@ -152,7 +222,14 @@ same_str(const char *a, const char *b)
 static bool
 redis_same(const struct cfg_redis *a, const struct cfg_redis *b)
 {
+	if (a->sentinels.n != b->sentinels.n)
+		return false;
+	for (size_t i = 0; i < a->sentinels.n; i++)
+		if (strcmp(a->sentinels.v[i], b->sentinels.v[i]) != 0)
+			return false;
 	return same_str(a->address, b->address) && a->database == b->database &&
+	    same_str(a->master_name, b->master_name) &&
+	    same_str(a->sentinel_password, b->sentinel_password) &&
 	    same_str(a->username, b->username) && same_str(a->password, b->password) &&
 	    a->connect_timeout_ms == b->connect_timeout_ms &&
 	    a->timeout_ms == b->timeout_ms && a->pool == b->pool;
@@ -397,6 +474,10 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 				.connect_timeout_ms = (unsigned)c->redis->connect_timeout_ms,
 				.timeout_ms = (unsigned)c->redis->timeout_ms,
 				.pool = (unsigned)c->redis->pool,
+				.sentinels = (const char *const *)c->redis->sentinels.v,
+				.nsentinels = c->redis->sentinels.n,
+				.master_name = c->redis->master_name,
+				.sentinel_password = c->redis->sentinel_password,
 			};
 			if ((c->redis->shared = calloc(1, sizeof(*c->redis->shared))) == NULL)
 				goto fail;

@@ -5,7 +5,9 @@
  *
  * store_redis.c  the pool of connections, connecting, the circuit breaker,
  *                store_pipeline and store_command;
- * store_script.c Lua scripts: SCRIPT LOAD, EVALSHA, NOSCRIPT, deadlines.
+ * store_script.c Lua scripts: SCRIPT LOAD, EVALSHA, NOSCRIPT, deadlines;
+ * store_sentinel.c finding the master through Sentinels, and the
+ *                +switch-master watcher thread.
  *
  * A call is store_call_begin (breaker admission and a connection), any
  * number of store_run_pipeline on call->ctx, then store_call_end with what
@@ -24,9 +26,16 @@
 
 #include "milter/store_redis.h"
 
+struct store_sentinel {
+	char host[INET6_ADDRSTRLEN];	/* numeric, without brackets */
+	int port;
+};
+
 struct store {
-	char *address;		/* as configured; for messages */
+	char *address;		/* as configured, or "master NAME"; for messages */
 	char *path;		/* unix socket path, or NULL for TCP */
+	/* The server: fixed for an address; with Sentinels the current
+	 * master, under lock (host[0] == '\0' until one is known). */
 	char host[INET6_ADDRSTRLEN];	/* numeric, without brackets */
 	int port;
 	int database;
@@ -48,6 +57,19 @@ struct store {
 	 * TIME by the latest connect; read and written atomically. */
 	int64_t clock_offset_ms;
 
+	/* Sentinel mode when nsentinels > 0; the order changes, under lock. */
+	struct store_sentinel *sentinels;
+	unsigned nsentinels;
+	char *master_name;
+	char *sentinel_password;
+	unsigned long epoch;	/* bumped when the master changes (or must be asked again) */
+	unsigned long *idle_epoch;	/* the epoch each idle connection was opened in */
+	unsigned long switches;	/* times the master changed */
+	bool watch_started, watch_stop;
+	int watch_fd;		/* the watcher's socket, -1 when none */
+	pthread_t watcher;
+	pthread_cond_t watch_cv;	/* wakes the watcher's pauses at store_free */
+
 	unsigned failures;	/* consecutive failed calls while closed */
 	bool open;		/* breaker open (or half-open while probing) */
 	bool probing;		/* one caller is testing Redis right now */
@@ -63,11 +85,15 @@ enum outcome {
 
 struct call {
 	redisContext *ctx;
+	unsigned long epoch;	/* of ctx: another one at the end drops it */
 	bool probe;
 };
 
 void store_seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* CLOCK_MONOTONIC in ms. */
+uint64_t store_now_ms(void);
 
 /* CLOCK_REALTIME in ms (Redis's TIME is compared with it). */
 int64_t store_wall_ms(void);
@@ -94,5 +120,49 @@ void store_call_end(struct store *st, struct call *call, enum outcome o,
 int store_run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
     const struct store_cmd *cmds, redisReply **replies, char *err,
     size_t errlen);
+
+/* After a call's replies came: -READONLY / -LOADING with Sentinels drops
+ * call->ctx and the idle connections (the master must be asked again). */
+void store_check_replies(struct store *st, struct call *call,
+    redisReply **replies, size_t n);
+
+/* timeval of ms milliseconds. */
+struct timeval store_ms_to_tv(unsigned ms);
+
+/* Split "IP:port" / "[IPv6]:port" / "unix:/path" into path (strdup'd) or
+ * host and port; tcp refuses a path. */
+int store_parse_address(const char *addr, bool tcp, char **path,
+    char host[INET6_ADDRSTRLEN], int *port, char *err, size_t errlen);
+
+/*
+ * Connect to path or host:port and prepare the connection (timeouts,
+ * keepalive, AUTH, SELECT; with need_master, ROLE; then INFO and TIME).
+ * Returns 0 with *out set, 1 when need_master and the server is not a
+ * master (err says its role), -1 with err filled on any other failure.
+ */
+int store_conn_connect(struct store *st, const char *path, const char *host,
+    int port, bool need_master, redisContext **out, char *err, size_t errlen);
+
+/*
+ * Make host:port the master (from a Sentinel's answer or +switch-master;
+ * why says which, for the log).  When it changed: epoch bumped, idle
+ * connections closed, an open breaker may probe at once.  Takes the lock.
+ */
+void store_set_master(struct store *st, const char *host, int port,
+    const char *why);
+
+/* Forget every idle connection and bump the epoch (-READONLY, -LOADING:
+ * the master must be asked again).  Takes the lock. */
+void store_master_suspect(struct store *st);
+
+/* Sentinel mode: find the master, connect, confirm ROLE master, retrying
+ * within timeout_ms.  *epoch receives the epoch the connection belongs to. */
+redisContext *store_sentinel_open(struct store *st, unsigned long *epoch,
+    char *err, size_t errlen);
+
+/* Start the +switch-master watcher (lock held; once per store) / stop it
+ * (store_free, lock not held). */
+void store_watch_start(struct store *st);
+void store_watch_stop(struct store *st);
 
 #endif

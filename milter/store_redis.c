@@ -74,8 +74,8 @@ store_seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static uint64_t
-now_ms(void)
+uint64_t
+store_now_ms(void)
 {
 	struct timespec ts;
 
@@ -92,8 +92,8 @@ store_wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static struct timeval
-ms_to_tv(unsigned ms)
+struct timeval
+store_ms_to_tv(unsigned ms)
 {
 	struct timeval tv;
 
@@ -128,8 +128,9 @@ parse_port(const char *s, int *port)
  * literals are accepted: a host name would mean a DNS lookup inside an SMTP
  * transaction, with its own unbounded latency and failure modes.
  */
-static int
-parse_address(struct store *st, const char *addr, char *err, size_t errlen)
+int
+store_parse_address(const char *addr, bool tcp, char **pathp,
+    char host[INET6_ADDRSTRLEN], int *portp_out, char *err, size_t errlen)
 {
 	const char *path = NULL, *hostp, *portp;
 	size_t hostlen;
@@ -144,6 +145,11 @@ parse_address(struct store *st, const char *addr, char *err, size_t errlen)
 		path = addr + 5;
 	else if (addr[0] == '/')
 		path = addr;
+	if (path != NULL && tcp) {
+		store_seterr(err, errlen, "address \"%s\": expected IP:port or "
+		    "[IPv6]:port", addr);
+		return -1;
+	}
 	if (path != NULL) {
 		if (path[0] != '/') {
 			store_seterr(err, errlen, "Redis address \"%s\": unix socket "
@@ -156,7 +162,7 @@ parse_address(struct store *st, const char *addr, char *err, size_t errlen)
 			    sizeof(sun.sun_path) - 1);
 			return -1;
 		}
-		if ((st->path = strdup(path)) == NULL) {
+		if ((*pathp = strdup(path)) == NULL) {
 			store_seterr(err, errlen, "out of memory");
 			return -1;
 		}
@@ -191,19 +197,19 @@ parse_address(struct store *st, const char *addr, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	if (hostlen == 0 || hostlen >= sizeof(st->host)) {
+	if (hostlen == 0 || hostlen >= INET6_ADDRSTRLEN) {
 		store_seterr(err, errlen, "Redis address \"%s\": host must be an IP "
 		    "address (no DNS lookups at run time)", addr);
 		return -1;
 	}
-	memcpy(st->host, hostp, hostlen);
-	st->host[hostlen] = '\0';
-	if (inet_pton(addr[0] == '[' ? AF_INET6 : AF_INET, st->host, buf) != 1) {
+	memcpy(host, hostp, hostlen);
+	host[hostlen] = '\0';
+	if (inet_pton(addr[0] == '[' ? AF_INET6 : AF_INET, host, buf) != 1) {
 		store_seterr(err, errlen, "Redis address \"%s\": host must be an IP "
 		    "address (no DNS lookups at run time)", addr);
 		return -1;
 	}
-	if (parse_port(portp, &st->port) == -1) {
+	if (parse_port(portp, portp_out) == -1) {
 		store_seterr(err, errlen, "Redis address \"%s\": port must be "
 		    "1..65535", addr);
 		return -1;
@@ -252,25 +258,62 @@ store_new(const struct store_options *opts, char *err, size_t errlen)
 		store_seterr(err, errlen, "Redis username given without a password");
 		return NULL;
 	}
+	if (opts->nsentinels > 0 && opts->address != NULL) {
+		store_seterr(err, errlen, "give either a Redis address or Sentinels");
+		return NULL;
+	}
+	if (opts->nsentinels > 0 && (opts->master_name == NULL ||
+	    opts->master_name[0] == '\0' || opts->nsentinels > 1024)) {
+		store_seterr(err, errlen, "Sentinels need a master name");
+		return NULL;
+	}
 	if ((st = calloc(1, sizeof(*st))) == NULL) {
 		store_seterr(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (parse_address(st, opts->address, err, errlen) == -1)
-		goto err_nolock;
-	st->address = strdup_or_null(opts->address, &oom);
+	st->watch_fd = -1;
+	if (opts->nsentinels > 0) {
+		char label[300];
+
+		st->sentinels = calloc(opts->nsentinels, sizeof(*st->sentinels));
+		if (st->sentinels == NULL) {
+			store_seterr(err, errlen, "out of memory");
+			goto err_nolock;
+		}
+		st->nsentinels = (unsigned)opts->nsentinels;
+		for (size_t i = 0; i < opts->nsentinels; i++) {
+			char why[256];
+
+			if (store_parse_address(opts->sentinels[i], true, NULL,
+			    st->sentinels[i].host, &st->sentinels[i].port, why,
+			    sizeof(why)) == -1) {
+				store_seterr(err, errlen, "Sentinel %s", why);
+				goto err_nolock;
+			}
+		}
+		snprintf(label, sizeof(label), "master %.200s", opts->master_name);
+		st->address = strdup_or_null(label, &oom);
+		st->master_name = strdup_or_null(opts->master_name, &oom);
+		st->sentinel_password = strdup_or_null(opts->sentinel_password, &oom);
+	} else {
+		if (store_parse_address(opts->address, false, &st->path, st->host,
+		    &st->port, err, errlen) == -1)
+			goto err_nolock;
+		st->address = strdup_or_null(opts->address, &oom);
+	}
 	st->username = strdup_or_null(opts->username, &oom);
 	st->password = strdup_or_null(opts->password, &oom);
 	st->idle = calloc(opts->pool, sizeof(*st->idle));
-	if (oom || st->idle == NULL) {
+	st->idle_epoch = calloc(opts->pool, sizeof(*st->idle_epoch));
+	if (oom || st->idle == NULL || st->idle_epoch == NULL) {
 		store_seterr(err, errlen, "out of memory");
 		goto err_nolock;
 	}
 	st->database = opts->database;
 	/* An unset connect timeout falls back to the command timeout. */
-	st->connect_tv = ms_to_tv(opts->connect_timeout_ms != 0 ?
+	st->connect_tv = store_ms_to_tv(opts->connect_timeout_ms != 0 ?
 	    opts->connect_timeout_ms : opts->timeout_ms);
-	st->command_tv = ms_to_tv(opts->timeout_ms);
+	st->command_tv = store_ms_to_tv(opts->timeout_ms);
 	st->timeout_ms = opts->timeout_ms;
 	st->pool = opts->pool;
 	st->open_ms = BREAKER_MIN_MS;
@@ -286,9 +329,16 @@ store_new(const struct store_options *opts, char *err, size_t errlen)
 		store_seterr(err, errlen, "pthread_cond_init failed");
 		goto err_nolock;
 	}
+	if (pthread_cond_init(&st->watch_cv, &ca) != 0) {
+		pthread_cond_destroy(&st->slot_cv);
+		pthread_condattr_destroy(&ca);
+		store_seterr(err, errlen, "pthread_cond_init failed");
+		goto err_nolock;
+	}
 	pthread_condattr_destroy(&ca);
 	if (pthread_mutex_init(&st->lock, NULL) != 0) {
 		pthread_cond_destroy(&st->slot_cv);
+		pthread_cond_destroy(&st->watch_cv);
 		store_seterr(err, errlen, "pthread_mutex_init failed");
 		goto err_nolock;
 	}
@@ -306,6 +356,12 @@ store_new(const struct store_options *opts, char *err, size_t errlen)
 
 err_nolock:
 	free(st->idle);
+	free(st->idle_epoch);
+	free(st->sentinels);
+	free(st->master_name);
+	if (st->sentinel_password != NULL)
+		explicit_bzero(st->sentinel_password, strlen(st->sentinel_password));
+	free(st->sentinel_password);
 	if (st->password != NULL)
 		explicit_bzero(st->password, strlen(st->password));
 	free(st->password);
@@ -323,11 +379,19 @@ store_free(struct store *st)
 
 	if (st == NULL)
 		return;
+	store_watch_stop(st);
 	for (i = 0; i < st->nidle; i++)
 		redisFree(st->idle[i]);
 	free(st->idle);
+	free(st->idle_epoch);
+	free(st->sentinels);
+	free(st->master_name);
+	if (st->sentinel_password != NULL)
+		explicit_bzero(st->sentinel_password, strlen(st->sentinel_password));
+	free(st->sentinel_password);
 	pthread_mutex_destroy(&st->lock);
 	pthread_cond_destroy(&st->slot_cv);
+	pthread_cond_destroy(&st->watch_cv);
 	if (st->password != NULL)
 		explicit_bzero(st->password, strlen(st->password));
 	free(st->password);
@@ -459,24 +523,67 @@ out:
 	return rc;
 }
 
-/* Open and prepare one connection; NULL with err filled on failure. */
-static redisContext *
-conn_open(struct store *st, char *err, size_t errlen)
+/*
+ * ROLE on a connection the Sentinels called the master: right after a
+ * failover they may still name one that is, or has become, a replica.
+ * Returns 0 for a master, 1 for anything else (err names the role), -1 on
+ * failure.
+ */
+static int
+check_role(const struct store *st, redisContext *c, const char *host, int port,
+    char *err, size_t errlen)
+{
+	const char *argv[1] = { "ROLE" };
+	redisReply *r = redisCommandArgv(c, 1, argv, NULL);
+	int rc;
+
+	if (r == NULL) {
+		store_ctx_error(st, c, errno, "ROLE", err, errlen);
+		return -1;
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(r->element[0]->str, "master") == 0) {
+		rc = 0;
+	} else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING) {
+		store_seterr(err, errlen, "Redis %s: %s:%d is not a master "
+		    "(ROLE %.32s)", st->address, host, port, r->element[0]->str);
+		rc = 1;
+	} else {
+		store_seterr(err, errlen, "Redis %s: %s:%d: ROLE: unexpected "
+		    "reply %.64s", st->address, host, port,
+		    r->type == REDIS_REPLY_ERROR ? r->str : "");
+		rc = 1;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+int
+store_conn_connect(struct store *st, const char *path, const char *host,
+    int port, bool need_master, redisContext **out, char *err, size_t errlen)
 {
 	redisContext *c;
+	int rc = -1;
 
-	if (st->path != NULL)
-		c = redisConnectUnixWithTimeout(st->path, st->connect_tv);
+	*out = NULL;
+	if (path != NULL)
+		c = redisConnectUnixWithTimeout(path, st->connect_tv);
 	else
-		c = redisConnectWithTimeout(st->host, st->port, st->connect_tv);
+		c = redisConnectWithTimeout(host, port, st->connect_tv);
 	if (c == NULL) {
 		store_seterr(err, errlen, "Redis %s: cannot allocate a context",
 		    st->address);
-		return NULL;
+		return -1;
 	}
 	if (c->err != 0) {
-		store_seterr(err, errlen, "Redis %s: connect: %s", st->address,
-		    c->errstr);
+		if (st->nsentinels > 0)
+			store_seterr(err, errlen, "Redis %s: connect to %s:%d: %s",
+			    st->address, host, port, c->errstr);
+		else
+			store_seterr(err, errlen, "Redis %s: connect: %s",
+			    st->address, c->errstr);
 		goto err;
 	}
 	/* redisConnectWithTimeout bounds connect() only. */
@@ -485,7 +592,7 @@ conn_open(struct store *st, char *err, size_t errlen)
 		goto err;
 	}
 	/* Notice a Redis host that vanished without a FIN. */
-	if (st->path == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
+	if (path == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
 		store_ctx_error(st, c, errno, "enabling keepalive", err, errlen);
 		goto err;
 	}
@@ -509,13 +616,32 @@ conn_open(struct store *st, char *err, size_t errlen)
 		if (setup_command(st, c, name, 2, argv, err, errlen) == -1)
 			goto err;
 	}
+	if (need_master && (rc = check_role(st, c, host, port, err, errlen)) != 0)
+		goto err;
+	rc = -1;
 	if (check_server(st, c, err, errlen) == -1)
 		goto err;
-	return c;
+	*out = c;
+	return 0;
 
 err:
 	redisFree(c);
-	return NULL;
+	return rc;
+}
+
+/* Open and prepare one connection; NULL with err filled on failure. */
+static redisContext *
+conn_open(struct store *st, unsigned long *epoch, char *err, size_t errlen)
+{
+	redisContext *c;
+
+	if (st->nsentinels > 0)
+		return store_sentinel_open(st, epoch, err, errlen);
+	*epoch = 0;
+	if (store_conn_connect(st, st->path, st->host, st->port, false, &c, err,
+	    errlen) != 0)
+		return NULL;
+	return c;
 }
 
 /*
@@ -542,9 +668,12 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 
 	call->ctx = NULL;
 	call->probe = false;
+	call->epoch = 0;
 	pthread_mutex_lock(&st->lock);
+	if (st->nsentinels > 0 && !st->watch_started)
+		store_watch_start(st);
 	if (st->open) {
-		if (st->probing || now_ms() < st->open_until) {
+		if (st->probing || store_now_ms() < st->open_until) {
 			pthread_mutex_unlock(&st->lock);
 			store_seterr(err, errlen, "Redis circuit open");
 			return -1;
@@ -553,7 +682,7 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 		call->probe = true;
 	}
 	if (st->nidle == 0 && st->nopen >= st->pool) {
-		uint64_t end = now_ms() + st->timeout_ms;
+		uint64_t end = store_now_ms() + st->timeout_ms;
 		struct timespec deadline;
 		int rc = 0;
 
@@ -572,10 +701,12 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	if (st->nidle > 0)
+	if (st->nidle > 0) {
 		c = st->idle[--st->nidle];
-	else
+		call->epoch = st->idle_epoch[st->nidle];
+	} else {
 		st->nopen++;	/* reserve the slot we are about to fill */
+	}
 	pthread_mutex_unlock(&st->lock);
 
 	if (c != NULL && conn_stale(c)) {
@@ -583,7 +714,7 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 		c = NULL;
 	}
 	if (c == NULL) {
-		c = conn_open(st, err, errlen);
+		c = conn_open(st, &call->epoch, err, errlen);
 		if (c == NULL) {
 			store_call_end(st, call, CALL_FAILED, err);
 			return -1;
@@ -608,7 +739,9 @@ store_call_end(struct store *st, struct call *call, enum outcome o, const char *
 	unsigned open_ms = 0;
 
 	pthread_mutex_lock(&st->lock);
-	if (call->ctx != NULL && o == CALL_OK && call->ctx->err == 0) {
+	if (call->ctx != NULL && o == CALL_OK && call->ctx->err == 0 &&
+	    call->epoch == st->epoch) {
+		st->idle_epoch[st->nidle] = call->epoch;
 		st->idle[st->nidle++] = call->ctx;
 	} else {
 		dead = call->ctx;
@@ -629,14 +762,14 @@ store_call_end(struct store *st, struct call *call, enum outcome o, const char *
 		if (call->probe) {
 			st->open_ms = st->open_ms * 2 > BREAKER_MAX_MS ?
 			    BREAKER_MAX_MS : st->open_ms * 2;
-			st->open_until = now_ms() + st->open_ms;
+			st->open_until = store_now_ms() + st->open_ms;
 			still_down = true;
 			open_ms = st->open_ms;
 		}
 	} else if (++st->failures >= BREAKER_THRESHOLD) {
 		st->open = true;
 		st->failures = 0;
-		st->open_until = now_ms() + st->open_ms;
+		st->open_until = store_now_ms() + st->open_ms;
 		went_down = true;
 		open_ms = st->open_ms;
 	}
@@ -737,6 +870,8 @@ store_pipeline(struct store *st, size_t ncmds, const struct store_cmd *cmds,
 	if (store_call_begin(st, &call, err, errlen) == -1)
 		return -1;
 	rc = store_run_pipeline(st, call.ctx, ncmds, cmds, replies, err, errlen);
+	if (rc == 0)
+		store_check_replies(st, &call, replies, ncmds);
 	store_call_end(st, &call, rc == 0 ? CALL_OK : CALL_FAILED, err);
 	return rc;
 }
@@ -773,4 +908,135 @@ store_connects(struct store *st)
 	n = st->connects;
 	pthread_mutex_unlock(&st->lock);
 	return n;
+}
+
+/*
+ * A -READONLY or -LOADING reply means this server is no longer (or not yet)
+ * the master: with Sentinels, drop the connection and every idle one so that
+ * the next call asks the Sentinels again.  The reply itself goes to the
+ * caller, who treats it as the Redis error it is.
+ */
+void
+store_check_replies(struct store *st, struct call *call, redisReply **replies,
+    size_t n)
+{
+	size_t i;
+
+	if (st->nsentinels == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		const redisReply *r = replies[i];
+
+		if (r != NULL && r->type == REDIS_REPLY_ERROR && r->len >= 7 &&
+		    (strncmp(r->str, "READONLY", 8) == 0 ||
+		    strncmp(r->str, "LOADING", 7) == 0)) {
+			if (call->ctx->err == 0)
+				call->ctx->err = REDIS_ERR_OTHER;
+			log_ratelimited(&redis_warn, WARN_INTERVAL_S, LOG_WARNING,
+			    "Redis %s answered \"%.*s\": asking the Sentinels again",
+			    st->address, (int)(r->len > 60 ? 60 : r->len), r->str);
+			store_master_suspect(st);
+			return;
+		}
+	}
+}
+
+/* Close idle connections; the caller holds the lock and frees them after. */
+static unsigned
+take_idle(struct store *st, redisContext **out)
+{
+	unsigned n = st->nidle;
+
+	memcpy(out, st->idle, n * sizeof(*out));
+	st->nopen -= n;
+	st->nidle = 0;
+	pthread_cond_broadcast(&st->slot_cv);
+	return n;
+}
+
+static void
+free_conns(redisContext **v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		redisFree(v[i]);
+	free(v);
+}
+
+void
+store_set_master(struct store *st, const char *host, int port, const char *why)
+{
+	redisContext **old = calloc(st->pool, sizeof(*old));
+	char was[INET6_ADDRSTRLEN + 8];
+	unsigned n = 0;
+	bool changed;
+
+	pthread_mutex_lock(&st->lock);
+	changed = strcmp(st->host, host) != 0 || st->port != port;
+	if (changed) {
+		snprintf(was, sizeof(was), "%s:%d", st->host[0] != '\0' ? st->host :
+		    "none", st->port);
+		snprintf(st->host, sizeof(st->host), "%s", host);
+		st->port = port;
+		st->epoch++;
+		st->switches++;
+		if (old != NULL)
+			n = take_idle(st, old);
+		/* The breaker was about the old master: probe the new one now. */
+		st->failures = 0;
+		if (st->open && !st->probing)
+			st->open_until = store_now_ms();
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (old != NULL)
+		free_conns(old, n);
+	if (changed)
+		log_msg(LOG_NOTICE, "Redis %s is now %s:%d (was %s; from %s)",
+		    st->address, host, port, strncmp(was, "none", 4) == 0 ? "unknown" :
+		    was, why);
+}
+
+void
+store_master_suspect(struct store *st)
+{
+	redisContext **old = calloc(st->pool, sizeof(*old));
+	unsigned n = 0;
+
+	pthread_mutex_lock(&st->lock);
+	st->epoch++;
+	if (old != NULL)
+		n = take_idle(st, old);
+	pthread_mutex_unlock(&st->lock);
+	if (old != NULL)
+		free_conns(old, n);
+}
+
+unsigned long
+store_master(struct store *st, char *buf, size_t len)
+{
+	unsigned long n;
+
+	pthread_mutex_lock(&st->lock);
+	if (st->path != NULL)
+		snprintf(buf, len, "unix:%s", st->path);
+	else if (st->host[0] == '\0')
+		snprintf(buf, len, "%s", "");
+	else if (strchr(st->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d", st->host, st->port);
+	else
+		snprintf(buf, len, "%s:%d", st->host, st->port);
+	n = st->switches;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+int
+store_check_address(const char *addr, bool tcp, char *err, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN], *path = NULL;
+	int port;
+
+	if (store_parse_address(addr, tcp, &path, host, &port, err, errlen) == -1)
+		return -1;
+	free(path);
+	return 0;
 }

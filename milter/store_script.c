@@ -204,6 +204,8 @@ store_eval(struct store *st, struct store_script *script,
 		return NULL;
 	r = eval_on(st, call.ctx, script, nkeys, keys, keylens, nargs, args,
 	    arglens, &io, err, errlen);
+	if (r != NULL)
+		store_check_replies(st, &call, &r, 1);
 	/*
 	 * A nonsensical reply to SCRIPT LOAD is not an I/O error but leaves
 	 * nothing to trust on this connection: drop it without blaming Redis

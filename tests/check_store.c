@@ -380,16 +380,37 @@ START_TEST(test_good_address)
 }
 END_TEST
 
+static const char *const one_sentinel[] = { "127.0.0.1:26379" };
+static const char *const unix_sentinel[] = { "unix:/run/sentinel.sock" };
+static const char *const named_sentinel[] = { "sentinel.example:26379" };
+
 static const struct {
 	const char *label;
 	struct store_options o;
 	const char *want;
 } bad_options[] = {
-	{ "pool 0", { "/x", 0, NULL, NULL, 100, 100, 0 }, "pool" },
-	{ "timeout 0", { "/x", 0, NULL, NULL, 100, 0, 1 }, "timeout" },
-	{ "negative db", { "/x", -1, NULL, NULL, 100, 100, 1 }, "database" },
-	{ "user without password", { "/x", 0, "bob", NULL, 100, 100, 1 },
-	    "password" },
+	{ "pool 0", { .address = "/x", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 0 }, "pool" },
+	{ "timeout 0", { .address = "/x", .connect_timeout_ms = 100,
+	    .timeout_ms = 0, .pool = 1 }, "timeout" },
+	{ "negative db", { .address = "/x", .database = -1,
+	    .connect_timeout_ms = 100, .timeout_ms = 100, .pool = 1 }, "database" },
+	{ "user without password", { .address = "/x", .username = "bob",
+	    .connect_timeout_ms = 100, .timeout_ms = 100, .pool = 1 }, "password" },
+	{ "address and Sentinels", { .address = "/x", .sentinels = one_sentinel,
+	    .nsentinels = 1, .master_name = "mail", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "either a Redis address or Sentinels" },
+	{ "neither address nor Sentinels", { .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "empty Redis address" },
+	{ "Sentinels without a master name", { .sentinels = one_sentinel,
+	    .nsentinels = 1, .connect_timeout_ms = 100, .timeout_ms = 100,
+	    .pool = 1 }, "master name" },
+	{ "a Sentinel on a unix socket", { .sentinels = unix_sentinel,
+	    .nsentinels = 1, .master_name = "mail", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "expected IP:port" },
+	{ "a Sentinel by name", { .sentinels = named_sentinel,
+	    .nsentinels = 1, .master_name = "mail", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "host must be an IP address" },
 };
 
 START_TEST(test_bad_option)
