@@ -66,9 +66,13 @@ struct store {
 	unsigned long *idle_epoch;	/* the epoch each idle connection was opened in */
 	unsigned long switches;	/* times the master changed */
 	bool watch_started, watch_stop;
-	int watch_fd;		/* the watcher's socket, -1 when none */
+	int watch_wake[2];	/* pipe: store_free wakes the watcher */
 	pthread_t watcher;
-	pthread_cond_t watch_cv;	/* wakes the watcher's pauses at store_free */
+	/* A failover under way (a Sentinel is promoting target): until
+	 * +switch-master or target_until, new connections go to the target. */
+	char target_host[INET6_ADDRSTRLEN];
+	int target_port;
+	uint64_t target_until;	/* monotonic ms; 0: none */
 
 	unsigned failures;	/* consecutive failed calls while closed */
 	bool open;		/* breaker open (or half-open while probing) */
@@ -144,12 +148,23 @@ int store_conn_connect(struct store *st, const char *path, const char *host,
     int port, bool need_master, redisContext **out, char *err, size_t errlen);
 
 /*
- * Make host:port the master (from a Sentinel's answer or +switch-master;
- * why says which, for the log).  When it changed: epoch bumped, idle
- * connections closed, an open breaker may probe at once.  Takes the lock.
+ * Make host:port the master (from a Sentinel's answer, or announced by
+ * +switch-master; why says which, for the log).  When it changed: epoch
+ * bumped, idle connections closed, an open breaker may probe at once.  An
+ * answer (not announced) is ignored while a failover is under way: it may
+ * still name the old master.  Takes the lock.
  */
 void store_set_master(struct store *st, const char *host, int port,
-    const char *why);
+    const char *why, bool announced);
+
+/*
+ * A Sentinel is promoting host:port now (+failover-state-send-slaveof-noone):
+ * close the idle connections to the old master and send new ones to the
+ * promoted replica (which must say ROLE master) until +switch-master, for
+ * at most ms.  Units counted on the old master from now on would vanish.
+ */
+void store_failover_hint(struct store *st, const char *host, int port,
+    unsigned ms);
 
 /* Forget every idle connection and bump the epoch (-READONLY, -LOADING:
  * the master must be asked again).  Takes the lock. */

@@ -271,7 +271,7 @@ store_new(const struct store_options *opts, char *err, size_t errlen)
 		store_seterr(err, errlen, "out of memory");
 		return NULL;
 	}
-	st->watch_fd = -1;
+	st->watch_wake[0] = st->watch_wake[1] = -1;
 	if (opts->nsentinels > 0) {
 		char label[300];
 
@@ -329,16 +329,9 @@ store_new(const struct store_options *opts, char *err, size_t errlen)
 		store_seterr(err, errlen, "pthread_cond_init failed");
 		goto err_nolock;
 	}
-	if (pthread_cond_init(&st->watch_cv, &ca) != 0) {
-		pthread_cond_destroy(&st->slot_cv);
-		pthread_condattr_destroy(&ca);
-		store_seterr(err, errlen, "pthread_cond_init failed");
-		goto err_nolock;
-	}
 	pthread_condattr_destroy(&ca);
 	if (pthread_mutex_init(&st->lock, NULL) != 0) {
 		pthread_cond_destroy(&st->slot_cv);
-		pthread_cond_destroy(&st->watch_cv);
 		store_seterr(err, errlen, "pthread_mutex_init failed");
 		goto err_nolock;
 	}
@@ -391,7 +384,7 @@ store_free(struct store *st)
 	free(st->sentinel_password);
 	pthread_mutex_destroy(&st->lock);
 	pthread_cond_destroy(&st->slot_cv);
-	pthread_cond_destroy(&st->watch_cv);
+
 	if (st->password != NULL)
 		explicit_bzero(st->password, strlen(st->password));
 	free(st->password);
@@ -963,7 +956,8 @@ free_conns(redisContext **v, unsigned n)
 }
 
 void
-store_set_master(struct store *st, const char *host, int port, const char *why)
+store_set_master(struct store *st, const char *host, int port, const char *why,
+    bool announced)
 {
 	redisContext **old = calloc(st->pool, sizeof(*old));
 	char was[INET6_ADDRSTRLEN + 8];
@@ -971,6 +965,13 @@ store_set_master(struct store *st, const char *host, int port, const char *why)
 	bool changed;
 
 	pthread_mutex_lock(&st->lock);
+	if (!announced && st->target_until > store_now_ms()) {
+		pthread_mutex_unlock(&st->lock);
+		free(old);
+		return;
+	}
+	if (announced)
+		st->target_until = 0;
 	changed = strcmp(st->host, host) != 0 || st->port != port;
 	if (changed) {
 		snprintf(was, sizeof(was), "%s:%d", st->host[0] != '\0' ? st->host :
@@ -993,6 +994,33 @@ store_set_master(struct store *st, const char *host, int port, const char *why)
 		log_msg(LOG_NOTICE, "Redis %s is now %s:%d (was %s; from %s)",
 		    st->address, host, port, strncmp(was, "none", 4) == 0 ? "unknown" :
 		    was, why);
+}
+
+void
+store_failover_hint(struct store *st, const char *host, int port, unsigned ms)
+{
+	redisContext **old = calloc(st->pool, sizeof(*old));
+	unsigned n = 0;
+	bool fresh;
+
+	pthread_mutex_lock(&st->lock);
+	fresh = st->target_until == 0 || strcmp(st->target_host, host) != 0 ||
+	    st->target_port != port;
+	snprintf(st->target_host, sizeof(st->target_host), "%s", host);
+	st->target_port = port;
+	st->target_until = store_now_ms() + ms;
+	st->epoch++;
+	if (old != NULL)
+		n = take_idle(st, old);
+	st->failures = 0;
+	if (st->open && !st->probing)
+		st->open_until = store_now_ms();
+	pthread_mutex_unlock(&st->lock);
+	if (old != NULL)
+		free_conns(old, n);
+	if (fresh)
+		log_msg(LOG_NOTICE, "Redis %s: failover to %s:%d under way; new "
+		    "connections go there", st->address, host, port);
 }
 
 void

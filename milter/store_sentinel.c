@@ -14,12 +14,17 @@
  *    are opened again after any error, and after -READONLY or -LOADING
  *    every idle one is closed (store_check_replies), so an error always
  *    leads to a fresh answer;
- *  - one watcher thread per store subscribes to +switch-master on one
- *    Sentinel and moves the pool the moment a failover is announced.  This
- *    matters: after a planned failover the old master stays a writable
- *    master for seconds, and units counted there vanish when it resyncs.
- *    The watcher is not needed for correctness after an error; it is what
- *    makes the switch exact.
+ *  - one watcher thread per store subscribes on every Sentinel to
+ *    +switch-master, and moves the pool the moment a failover is
+ *    announced; and to +failover-state-send-slaveof-noone, which the
+ *    Sentinel leading a failover sends as it promotes the replica: from
+ *    then on new connections go to that replica (once it says ROLE master)
+ *    and idle ones to the old master are closed.  This matters: the old
+ *    master stays a writable master for seconds (about 1 s until the
+ *    announcement, 7-11 s until it is made a replica), and units counted
+ *    there after the promotion vanish when it resyncs, so a limit would
+ *    over-admit.  The watcher is not needed to recover after an error; it
+ *    is what makes the switch exact.
  *
  * Time: one resolution shares timeout_ms between the Sentinels still to be
  * asked (a dead one cannot eat the whole budget), each connect bounded by
@@ -37,6 +42,7 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -44,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "milter/log.h"
 #include "milter/store_int.h"
@@ -51,8 +58,10 @@
 
 #define ROLE_RETRY_MS		50	/* a replica where the master should be */
 #define SENTINEL_MIN_SHARE_MS	20	/* the least time one Sentinel gets */
-#define WATCH_POLL_MS		1000	/* the watcher looks at its stop flag */
+#define WATCH_POLL_MS		1000	/* the watcher's longest sleep */
 #define WATCH_RETRY_MS		500	/* after a Sentinel failed the watcher */
+#define FAILOVER_HINT_MS	5000	/* the longest a promotion is trusted
+					 * without +switch-master */
 
 static struct log_throttle sentinel_warn;
 
@@ -217,7 +226,7 @@ sentinel_resolve(struct store *st, uint64_t deadline,
 			if (i > 0)
 				sentinel_to_front(st, &order[i]);
 			free(order);
-			store_set_master(st, host, *port, "Sentinel");
+			store_set_master(st, host, *port, "Sentinel", false);
 			return 0;
 		}
 	}
@@ -225,6 +234,22 @@ sentinel_resolve(struct store *st, uint64_t deadline,
 	store_seterr(err, errlen, "Redis %s: no Sentinel answered (last: %s)",
 	    st->address, why);
 	return -1;
+}
+
+/* The promoted replica while a failover is under way: true with host/port. */
+static bool
+failover_target(struct store *st, char host[INET6_ADDRSTRLEN], int *port)
+{
+	bool on;
+
+	pthread_mutex_lock(&st->lock);
+	on = st->target_until > store_now_ms();
+	if (on) {
+		memcpy(host, st->target_host, INET6_ADDRSTRLEN);
+		*port = st->target_port;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return on;
 }
 
 redisContext *
@@ -237,7 +262,8 @@ store_sentinel_open(struct store *st, unsigned long *epoch, char *err,
 	int port;
 
 	for (;;) {
-		if (sentinel_resolve(st, deadline, host, &port, err, errlen) == -1)
+		if (!failover_target(st, host, &port) &&
+		    sentinel_resolve(st, deadline, host, &port, err, errlen) == -1)
 			return NULL;
 		/* The epoch of the answer: a switch while we connect drops c. */
 		pthread_mutex_lock(&st->lock);
@@ -258,141 +284,189 @@ store_sentinel_open(struct store *st, unsigned long *epoch, char *err,
 	}
 }
 
-/* ---- the +switch-master watcher */
+/* ---- the watcher */
 
-/* Wait ms or until store_free wakes us; true when told to stop. */
-static bool
-watch_pause(struct store *st, unsigned ms)
-{
-	uint64_t end = store_now_ms() + ms;
-	struct timespec ts = { (time_t)(end / 1000), (long)(end % 1000) * 1000000L };
-	bool stop;
-
-	pthread_mutex_lock(&st->lock);
-	while (!st->watch_stop &&
-	    pthread_cond_timedwait(&st->watch_cv, &st->lock, &ts) == 0)
-		;
-	stop = st->watch_stop;
-	pthread_mutex_unlock(&st->lock);
-	return stop;
-}
-
-/* "+switch-master" payload: "<name> <old-ip> <old-port> <new-ip> <new-port>". */
+/* A message on one of our channels. */
 static void
 watch_message(struct store *st, const redisReply *r)
 {
-	char name[256], oldip[64], newip[64];
+	char name[256], oldip[64], newip[64], kind[16], id[128];
 	int oldport, newport;
 	unsigned char buf[sizeof(struct in6_addr)];
+	const char *chan, *msg;
 
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
 	    r->element[0]->type != REDIS_REPLY_STRING ||
 	    strcmp(r->element[0]->str, "message") != 0 ||
+	    r->element[1]->type != REDIS_REPLY_STRING ||
 	    r->element[2]->type != REDIS_REPLY_STRING)
 		return;
-	if (sscanf(r->element[2]->str, "%255s %63s %d %63s %d", name, oldip,
-	    &oldport, newip, &newport) != 5 || strcmp(name, st->master_name) != 0)
+	chan = r->element[1]->str;
+	msg = r->element[2]->str;
+	if (strcmp(chan, "+switch-master") == 0) {
+		/* "<name> <old-ip> <old-port> <new-ip> <new-port>" */
+		if (sscanf(msg, "%255s %63s %d %63s %d", name, oldip, &oldport,
+		    newip, &newport) != 5)
+			return;
+	} else if (strcmp(chan, "+failover-state-send-slaveof-noone") == 0) {
+		/* "slave <ip:port> <ip> <port> @ <name> <master-ip> <master-port>" */
+		if (sscanf(msg, "%15s %127s %63s %d @ %255s %63s %d", kind, id,
+		    newip, &newport, name, oldip, &oldport) != 7 ||
+		    strcmp(kind, "slave") != 0)
+			return;
+	} else {
 		return;
-	if ((inet_pton(AF_INET, newip, buf) != 1 &&
+	}
+	if (strcmp(name, st->master_name) != 0 ||
+	    (inet_pton(AF_INET, newip, buf) != 1 &&
 	    inet_pton(AF_INET6, newip, buf) != 1) || newport < 1 || newport > 65535)
 		return;
-	store_set_master(st, newip, newport, "+switch-master");
+	if (chan[1] == 's')
+		store_set_master(st, newip, newport, "+switch-master", true);
+	else
+		store_failover_hint(st, newip, newport, FAILOVER_HINT_MS);
 }
 
-/* One subscription on one Sentinel, until it fails or we are stopped. */
-static void
-watch_one(struct store *st, const struct store_sentinel *s)
+/* Connect to s and subscribe; NULL (logged) on failure. */
+static redisContext *
+watch_subscribe(struct store *st, const struct store_sentinel *s)
 {
-	const char *argv[2] = { "SUBSCRIBE", "+switch-master" };
+	const char *argv[3] = { "SUBSCRIBE", "+switch-master",
+	    "+failover-state-send-slaveof-noone" };
 	unsigned timeout_ms = st->timeout_ms < 1000 ? 1000 : st->timeout_ms;
-	char err[256], host[INET6_ADDRSTRLEN];
+	char err[256];
 	redisContext *c;
 	redisReply *r;
-	int port;
-	bool stop;
+	int i;
 
 	c = sentinel_connect(st, s, (unsigned)(st->connect_tv.tv_sec * 1000 +
 	    st->connect_tv.tv_usec / 1000), timeout_ms, err, sizeof(err));
 	if (c == NULL) {
 		log_ratelimited(&sentinel_warn, 10, LOG_WARNING,
 		    "Redis %s: cannot watch for failovers: %s", st->address, err);
-		return;
+		return NULL;
 	}
-	pthread_mutex_lock(&st->lock);
-	stop = st->watch_stop;
-	if (!stop)
-		st->watch_fd = c->fd;
-	pthread_mutex_unlock(&st->lock);
-	if (stop) {
-		redisFree(c);
-		return;
-	}
-	r = redisCommandArgv(c, 2, argv, NULL);
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-		log_ratelimited(&sentinel_warn, 10, LOG_WARNING,
-		    "Redis %s: Sentinel %s:%d: SUBSCRIBE +switch-master failed: %s",
-		    st->address, s->host, s->port, r == NULL ? c->errstr :
-		    r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-		goto out;
-	}
-	freeReplyObject(r);
-	r = NULL;
-	/* A failover while nobody listened: ask once now that we do. */
-	if (sentinel_resolve(st, store_now_ms() + st->timeout_ms, host, &port,
-	    err, sizeof(err)) == -1)
-		log_ratelimited(&sentinel_warn, 10, LOG_WARNING, "%s", err);
-	for (;;) {
-		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-		int n = poll(&pfd, 1, WATCH_POLL_MS);
-
-		pthread_mutex_lock(&st->lock);
-		stop = st->watch_stop;
-		pthread_mutex_unlock(&st->lock);
-		if (stop || (n == -1 && errno != EINTR))
-			break;
-		if (n <= 0)
-			continue;
-		if (redisGetReply(c, (void **)&r) != REDIS_OK || r == NULL) {
-			log_ratelimited(&sentinel_warn, 10, LOG_WARNING,
-			    "Redis %s: Sentinel %s:%d: watching for failovers: %s",
-			    st->address, s->host, s->port, c->errstr);
-			break;
+	if (redisAppendCommandArgv(c, 3, argv, NULL) != REDIS_OK)
+		goto fail;
+	/* One confirmation per channel. */
+	for (i = 0; i < 2; i++) {
+		if (redisGetReply(c, (void **)&r) != REDIS_OK || r == NULL)
+			goto fail;
+		if (r->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(r);
+			goto fail;
 		}
-		watch_message(st, r);
 		freeReplyObject(r);
-		r = NULL;
 	}
-out:
-	if (r != NULL)
-		freeReplyObject(r);
-	pthread_mutex_lock(&st->lock);
-	st->watch_fd = -1;
-	pthread_mutex_unlock(&st->lock);
+	return c;
+fail:
+	log_ratelimited(&sentinel_warn, 10, LOG_WARNING,
+	    "Redis %s: Sentinel %s:%d: SUBSCRIBE failed: %s", st->address,
+	    s->host, s->port, c->errstr[0] != '\0' ? c->errstr : "unexpected reply");
 	redisFree(c);
+	return NULL;
 }
 
+/*
+ * One subscription per Sentinel (the failover-state events come only from
+ * the one leading a failover), all in this one thread: poll them and the
+ * wake-up pipe; a Sentinel that fails is tried again after WATCH_RETRY_MS.
+ */
 static void *
 watch_main(void *arg)
 {
 	struct store *st = arg;
-	unsigned k = 0;
+	unsigned n = st->nsentinels, i;
+	redisContext **ctx = calloc(n, sizeof(*ctx));
+	struct store_sentinel *sent = calloc(n, sizeof(*sent));
+	struct pollfd *pfd = calloc(n + 1, sizeof(*pfd));
+	uint64_t *retry_at = calloc(n, sizeof(*retry_at));
 
+	if (ctx == NULL || sent == NULL || pfd == NULL || retry_at == NULL)
+		goto out;
+	/* The configured order; the store reorders its own copy. */
+	pthread_mutex_lock(&st->lock);
+	memcpy(sent, st->sentinels, n * sizeof(*sent));
+	pthread_mutex_unlock(&st->lock);
 	for (;;) {
-		struct store_sentinel s;
+		bool stop, subscribed = false;
+		unsigned np = 0;
+		int timeout = WATCH_POLL_MS;
+		uint64_t now = store_now_ms();
 
-		pthread_mutex_lock(&st->lock);
-		if (st->watch_stop) {
-			pthread_mutex_unlock(&st->lock);
-			break;
+		for (i = 0; i < n; i++) {
+			if (ctx[i] != NULL || now < retry_at[i])
+				continue;
+			if ((ctx[i] = watch_subscribe(st, &sent[i])) == NULL)
+				retry_at[i] = store_now_ms() + WATCH_RETRY_MS;
+			else
+				subscribed = true;
 		}
-		/* The front one answered last; after a failure try the next. */
-		s = st->sentinels[k % st->nsentinels];
-		pthread_mutex_unlock(&st->lock);
-		watch_one(st, &s);
-		k++;
-		if (watch_pause(st, WATCH_RETRY_MS))
+		if (subscribed) {
+			/* A failover while nobody listened: ask once now. */
+			char host[INET6_ADDRSTRLEN], err[256];
+			int port;
+
+			if (!failover_target(st, host, &port) &&
+			    sentinel_resolve(st, store_now_ms() + st->timeout_ms,
+			    host, &port, err, sizeof(err)) == -1)
+				log_ratelimited(&sentinel_warn, 10, LOG_WARNING,
+				    "%s", err);
+		}
+		pfd[np].fd = st->watch_wake[0];
+		pfd[np++].events = POLLIN;
+		for (i = 0; i < n; i++) {
+			if (ctx[i] == NULL) {
+				timeout = WATCH_RETRY_MS;
+				continue;
+			}
+			pfd[np].fd = ctx[i]->fd;
+			pfd[np++].events = POLLIN;
+		}
+		if (poll(pfd, np, timeout) == -1 && errno != EINTR)
 			break;
+		pthread_mutex_lock(&st->lock);
+		stop = st->watch_stop;
+		pthread_mutex_unlock(&st->lock);
+		if (stop)
+			break;
+		for (i = 0, np = 1; i < n; i++) {
+			redisReply *r;
+
+			if (ctx[i] == NULL)
+				continue;
+			if ((pfd[np++].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+				continue;
+			if (redisGetReply(ctx[i], (void **)&r) != REDIS_OK ||
+			    r == NULL) {
+				log_ratelimited(&sentinel_warn, 10, LOG_WARNING,
+				    "Redis %s: Sentinel %s:%d: watching for "
+				    "failovers: %s", st->address, sent[i].host,
+				    sent[i].port, ctx[i]->errstr);
+				redisFree(ctx[i]);
+				ctx[i] = NULL;
+				retry_at[i] = store_now_ms() + WATCH_RETRY_MS;
+				continue;
+			}
+			watch_message(st, r);
+			freeReplyObject(r);
+			/* hiredis may hold more complete replies than poll sees. */
+			while (ctx[i]->reader->len > ctx[i]->reader->pos &&
+			    redisGetReplyFromReader(ctx[i], (void **)&r) == REDIS_OK &&
+			    r != NULL) {
+				watch_message(st, r);
+				freeReplyObject(r);
+			}
+		}
 	}
+out:
+	for (i = 0; ctx != NULL && i < n; i++)
+		if (ctx[i] != NULL)
+			redisFree(ctx[i]);
+	free(ctx);
+	free(sent);
+	free(pfd);
+	free(retry_at);
 	return NULL;
 }
 
@@ -401,6 +475,12 @@ store_watch_start(struct store *st)
 {
 	sigset_t all, old;
 
+	if (st->watch_wake[0] == -1 && pipe2(st->watch_wake, O_CLOEXEC) != 0) {
+		log_ratelimited(&sentinel_warn, 10, LOG_WARNING, "Redis %s: cannot "
+		    "start the failover watcher: pipe: %s", st->address,
+		    strerror(errno));
+		return;		/* the next call tries again */
+	}
 	st->watch_started = true;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -420,10 +500,16 @@ store_watch_stop(struct store *st)
 	pthread_mutex_lock(&st->lock);
 	started = st->watch_started;
 	st->watch_stop = true;
-	if (st->watch_fd != -1)
-		shutdown(st->watch_fd, SHUT_RDWR);
-	pthread_cond_broadcast(&st->watch_cv);
 	pthread_mutex_unlock(&st->lock);
-	if (started)
+	if (started) {
+		if (write(st->watch_wake[1], "x", 1) < 0)
+			log_msg(LOG_WARNING, "Redis %s: waking the failover "
+			    "watcher: %s", st->address, strerror(errno));
 		pthread_join(st->watcher, NULL);
+	}
+	if (st->watch_wake[0] != -1) {
+		close(st->watch_wake[0]);
+		close(st->watch_wake[1]);
+		st->watch_wake[0] = st->watch_wake[1] = -1;
+	}
 }

@@ -525,7 +525,7 @@ START_TEST(test_planned)
 	struct failover fo;
 	pthread_t th;
 	double t0, first_new = 0, max_ms = 0, ms, announced;
-	int port, fails = 0, old_after = 0, calls = 0;
+	int port, fails = 0, old_after = 0, calls = 0, counted = 1;
 	char err[256], lasterr[256] = "";
 
 	topo_start(label, "planned", &t);
@@ -548,10 +548,12 @@ START_TEST(test_planned)
 		if (port == 0) {
 			fails++;
 			snprintf(lasterr, sizeof(lasterr), "%s", err);
-		} else if (port == t.replica && first_new == 0) {
-			first_new = now_ms();
-		} else if (port == t.master && first_new != 0) {
-			old_after++;
+		} else {
+			counted++;
+			if (port == t.replica && first_new == 0)
+				first_new = now_ms();
+			else if (port == t.master && first_new != 0)
+				old_after++;
 		}
 		if (first_new != 0 && announced != 0 && now_ms() - first_new > 500)
 			break;
@@ -573,6 +575,17 @@ START_TEST(test_planned)
 	    "switch", label, old_after);
 	ck_assert_msg(max_ms < CALL_BOUND_MS, "%s: a call took %.0f ms", label,
 	    max_ms);
+	{
+		/* Every INCR that succeeded is on the new master: none was made
+		 * on the old one after the replica's promotion (it would be lost
+		 * when the old master resyncs). */
+		const char *get[2] = { "GET", "planned" };
+		redisReply *r = store_command(st, 2, get, NULL, err, sizeof(err));
+		ck_assert_msg(r != NULL && r->type == REDIS_REPLY_STRING &&
+		    atoi(r->str) == counted, "%s: the new master counts %s, want %d",
+		    label, r != NULL && r->str != NULL ? r->str : err, counted);
+		store_reply_free(r);
+	}
 	store_free(st);
 }
 END_TEST
