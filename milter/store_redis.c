@@ -984,6 +984,7 @@ store_set_master(struct store *st, const char *host, int port, const char *why,
 			n = take_idle(st, old);
 		/* The breaker was about the old master: probe the new one now. */
 		st->failures = 0;
+		st->open_ms = BREAKER_MIN_MS;
 		if (st->open && !st->probing)
 			st->open_until = store_now_ms();
 	}
@@ -1013,6 +1014,7 @@ store_failover_hint(struct store *st, const char *host, int port, unsigned ms)
 	if (old != NULL)
 		n = take_idle(st, old);
 	st->failures = 0;
+	st->open_ms = BREAKER_MIN_MS;
 	if (st->open && !st->probing)
 		st->open_until = store_now_ms();
 	pthread_mutex_unlock(&st->lock);
