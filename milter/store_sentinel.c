@@ -262,13 +262,33 @@ store_sentinel_open(struct store *st, unsigned long *epoch, char *err,
 	int port;
 
 	for (;;) {
+		bool current;
+
 		if (!failover_target(st, host, &port) &&
 		    sentinel_resolve(st, deadline, host, &port, err, errlen) == -1)
 			return NULL;
-		/* The epoch of the answer: a switch while we connect drops c. */
+		/*
+		 * The connection belongs to the epoch in which host:port is
+		 * where connections go (a switch while we connect drops it when
+		 * it comes back).  If a promotion or switch came in while we
+		 * asked, the answer is already stale: choose again.
+		 */
 		pthread_mutex_lock(&st->lock);
+		if (st->target_until > store_now_ms())
+			current = strcmp(st->target_host, host) == 0 &&
+			    st->target_port == port;
+		else
+			current = strcmp(st->host, host) == 0 && st->port == port;
 		*epoch = st->epoch;
 		pthread_mutex_unlock(&st->lock);
+		if (!current) {
+			if (store_now_ms() >= deadline) {
+				store_seterr(err, errlen, "Redis %s: the master "
+				    "changed while connecting", st->address);
+				return NULL;
+			}
+			continue;
+		}
 		switch (store_conn_connect(st, NULL, host, port, true, &c, err,
 		    errlen)) {
 		case 0:
