@@ -63,6 +63,7 @@ struct store {
 	char *master_name;
 	char *sentinel_password;
 	unsigned long epoch;	/* bumped when the master changes (or must be asked again) */
+	unsigned long probe_epoch;	/* epoch when the breaker's probe began */
 	unsigned long *idle_epoch;	/* the epoch each idle connection was opened in */
 	unsigned long switches;	/* times the master changed */
 	bool watch_started, watch_stop;

@@ -673,6 +673,7 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 		}
 		st->probing = true;
 		call->probe = true;
+		st->probe_epoch = st->epoch;
 	}
 	if (st->nidle == 0 && st->nopen >= st->pool) {
 		uint64_t end = store_now_ms() + st->timeout_ms;
@@ -752,7 +753,11 @@ store_call_end(struct store *st, struct call *call, enum outcome o, const char *
 		}
 	} else if (st->open) {
 		/* Failures of calls admitted before it opened change nothing. */
-		if (call->probe) {
+		if (call->probe && st->epoch != st->probe_epoch) {
+			/* It probed a master that has been replaced since
+			 * (Sentinel): try the new one now. */
+			st->open_until = store_now_ms();
+		} else if (call->probe) {
 			st->open_ms = st->open_ms * 2 > BREAKER_MAX_MS ?
 			    BREAKER_MAX_MS : st->open_ms * 2;
 			st->open_until = store_now_ms() + st->open_ms;
