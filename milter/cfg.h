@@ -66,7 +66,11 @@ struct cfg_policy {
 };
 
 struct cfg_redis {
-	char *address;
+	char *address;                 /* or sentinels + master_name */
+	struct policy_strlist sentinels;   /* "IP:port" each, asked in order */
+	char *master_name;
+	char *sentinel_password_file;
+	char *sentinel_password;       /* read from sentinel_password_file */
 	long long database;
 	char *username;
 	char *password_file;

@@ -29,8 +29,9 @@
  *
  * Threads: one mutex guards the pool and the breaker; it is never held while
  * talking to Redis or logging.  A connection is used by one thread at a time.
- * Script SHAs are published once with release/acquire so that the hot path of
- * store_eval reads them without a lock.
+ *
+ * Scripts (store_eval) live in store_script.c; what the two files share is
+ * in store_int.h.
  */
 #include "config.h"
 
@@ -50,68 +51,19 @@
 #include <time.h>
 
 #include "milter/log.h"
+#include "milter/store_int.h"
 #include "milter/store_redis.h"
 
 #define BREAKER_THRESHOLD	3	/* consecutive failures that open it */
 #define BREAKER_MIN_MS		1000
 #define BREAKER_MAX_MS		30000
 #define WARN_INTERVAL_S		10
-#define EVAL_STACK_ARGS		32	/* store_eval argv before malloc */
-
-struct store {
-	char *address;		/* as configured; for messages */
-	char *path;		/* unix socket path, or NULL for TCP */
-	char host[INET6_ADDRSTRLEN];	/* numeric, without brackets */
-	int port;
-	int database;
-	char *username;
-	char *password;
-	struct timeval connect_tv;
-	struct timeval command_tv;
-	unsigned timeout_ms;
-	unsigned pool;
-
-	pthread_mutex_t lock;	/* guards everything below */
-	pthread_cond_t slot_cv;	/* a connection or a slot came free */
-	redisContext **idle;	/* nidle clean connections, used LIFO */
-	unsigned nidle;
-	unsigned nopen;		/* in use, idle or being opened */
-	unsigned long connects;
-
-	/* Redis's clock minus ours (CLOCK_REALTIME), in ms, as measured with
-	 * TIME by the latest connect; read and written atomically. */
-	int64_t clock_offset_ms;
-
-	unsigned failures;	/* consecutive failed calls while closed */
-	bool open;		/* breaker open (or half-open while probing) */
-	bool probing;		/* one caller is testing Redis right now */
-	uint64_t open_until;	/* monotonic ms */
-	unsigned open_ms;	/* length of the current open period */
-};
-
-/* What a call learnt about Redis, for the breaker. */
-enum outcome {
-	CALL_OK,	/* Redis answered (maybe with an error reply) */
-	CALL_FAILED	/* Redis could not be reached or did not answer */
-};
-
-struct call {
-	redisContext *ctx;
-	bool probe;
-};
 
 /* One throttle for every Redis warning: a dead Redis must not flood the log. */
 static struct log_throttle redis_warn;
 
-/* Serialises writers of struct store_script; readers go lock-free. */
-static pthread_mutex_t script_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
+void
+store_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -122,8 +74,8 @@ seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static uint64_t
-now_ms(void)
+uint64_t
+store_now_ms(void)
 {
 	struct timespec ts;
 
@@ -131,8 +83,8 @@ now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int64_t
-wall_ms(void)
+int64_t
+store_wall_ms(void)
 {
 	struct timespec ts;
 
@@ -140,8 +92,8 @@ wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static struct timeval
-ms_to_tv(unsigned ms)
+struct timeval
+store_ms_to_tv(unsigned ms)
 {
 	struct timeval tv;
 
@@ -176,8 +128,9 @@ parse_port(const char *s, int *port)
  * literals are accepted: a host name would mean a DNS lookup inside an SMTP
  * transaction, with its own unbounded latency and failure modes.
  */
-static int
-parse_address(struct store *st, const char *addr, char *err, size_t errlen)
+int
+store_parse_address(const char *addr, bool tcp, char **pathp,
+    char host[INET6_ADDRSTRLEN], int *portp_out, char *err, size_t errlen)
 {
 	const char *path = NULL, *hostp, *portp;
 	size_t hostlen;
@@ -185,27 +138,32 @@ parse_address(struct store *st, const char *addr, char *err, size_t errlen)
 	struct sockaddr_un sun;
 
 	if (addr == NULL || *addr == '\0') {
-		seterr(err, errlen, "empty Redis address");
+		store_seterr(err, errlen, "empty Redis address");
 		return -1;
 	}
 	if (strncmp(addr, "unix:", 5) == 0)
 		path = addr + 5;
 	else if (addr[0] == '/')
 		path = addr;
+	if (path != NULL && tcp) {
+		store_seterr(err, errlen, "address \"%s\": expected IP:port or "
+		    "[IPv6]:port", addr);
+		return -1;
+	}
 	if (path != NULL) {
 		if (path[0] != '/') {
-			seterr(err, errlen, "Redis address \"%s\": unix socket "
+			store_seterr(err, errlen, "Redis address \"%s\": unix socket "
 			    "path must be absolute", addr);
 			return -1;
 		}
 		if (strlen(path) >= sizeof(sun.sun_path)) {
-			seterr(err, errlen, "Redis address \"%s\": unix socket "
+			store_seterr(err, errlen, "Redis address \"%s\": unix socket "
 			    "path longer than %zu bytes", addr,
 			    sizeof(sun.sun_path) - 1);
 			return -1;
 		}
-		if ((st->path = strdup(path)) == NULL) {
-			seterr(err, errlen, "out of memory");
+		if ((*pathp = strdup(path)) == NULL) {
+			store_seterr(err, errlen, "out of memory");
 			return -1;
 		}
 		return 0;
@@ -215,7 +173,7 @@ parse_address(struct store *st, const char *addr, char *err, size_t errlen)
 		const char *close = strchr(addr, ']');
 
 		if (close == NULL || close[1] != ':') {
-			seterr(err, errlen, "Redis address \"%s\": expected "
+			store_seterr(err, errlen, "Redis address \"%s\": expected "
 			    "[IPv6]:port", addr);
 			return -1;
 		}
@@ -226,7 +184,7 @@ parse_address(struct store *st, const char *addr, char *err, size_t errlen)
 		const char *colon = strrchr(addr, ':');
 
 		if (colon == NULL) {
-			seterr(err, errlen, "Redis address \"%s\": expected "
+			store_seterr(err, errlen, "Redis address \"%s\": expected "
 			    "IP:port, [IPv6]:port or unix:/path", addr);
 			return -1;
 		}
@@ -234,25 +192,25 @@ parse_address(struct store *st, const char *addr, char *err, size_t errlen)
 		hostlen = (size_t)(colon - hostp);
 		portp = colon + 1;
 		if (memchr(hostp, ':', hostlen) != NULL) {
-			seterr(err, errlen, "Redis address \"%s\": an IPv6 "
+			store_seterr(err, errlen, "Redis address \"%s\": an IPv6 "
 			    "address must be written [IPv6]:port", addr);
 			return -1;
 		}
 	}
-	if (hostlen == 0 || hostlen >= sizeof(st->host)) {
-		seterr(err, errlen, "Redis address \"%s\": host must be an IP "
+	if (hostlen == 0 || hostlen >= INET6_ADDRSTRLEN) {
+		store_seterr(err, errlen, "Redis address \"%s\": host must be an IP "
 		    "address (no DNS lookups at run time)", addr);
 		return -1;
 	}
-	memcpy(st->host, hostp, hostlen);
-	st->host[hostlen] = '\0';
-	if (inet_pton(addr[0] == '[' ? AF_INET6 : AF_INET, st->host, buf) != 1) {
-		seterr(err, errlen, "Redis address \"%s\": host must be an IP "
+	memcpy(host, hostp, hostlen);
+	host[hostlen] = '\0';
+	if (inet_pton(addr[0] == '[' ? AF_INET6 : AF_INET, host, buf) != 1) {
+		store_seterr(err, errlen, "Redis address \"%s\": host must be an IP "
 		    "address (no DNS lookups at run time)", addr);
 		return -1;
 	}
-	if (parse_port(portp, &st->port) == -1) {
-		seterr(err, errlen, "Redis address \"%s\": port must be "
+	if (parse_port(portp, portp_out) == -1) {
+		store_seterr(err, errlen, "Redis address \"%s\": port must be "
 		    "1..65535", addr);
 		return -1;
 	}
@@ -280,64 +238,101 @@ store_new(const struct store_options *opts, char *err, size_t errlen)
 	bool oom = false;
 
 	if (opts == NULL) {
-		seterr(err, errlen, "no Redis options");
+		store_seterr(err, errlen, "no Redis options");
 		return NULL;
 	}
 	if (opts->pool < 1) {
-		seterr(err, errlen, "Redis pool must be at least 1");
+		store_seterr(err, errlen, "Redis pool must be at least 1");
 		return NULL;
 	}
 	if (opts->timeout_ms < 1) {
 		/* 0 would mean "block forever" to the socket layer. */
-		seterr(err, errlen, "Redis timeout must be at least 1 ms");
+		store_seterr(err, errlen, "Redis timeout must be at least 1 ms");
 		return NULL;
 	}
 	if (opts->database < 0) {
-		seterr(err, errlen, "Redis database must not be negative");
+		store_seterr(err, errlen, "Redis database must not be negative");
 		return NULL;
 	}
 	if (opts->username != NULL && opts->password == NULL) {
-		seterr(err, errlen, "Redis username given without a password");
+		store_seterr(err, errlen, "Redis username given without a password");
+		return NULL;
+	}
+	if (opts->nsentinels > 0 && opts->address != NULL) {
+		store_seterr(err, errlen, "give either a Redis address or Sentinels");
+		return NULL;
+	}
+	if (opts->nsentinels > 0 && (opts->master_name == NULL ||
+	    opts->master_name[0] == '\0' || opts->nsentinels > 1024)) {
+		store_seterr(err, errlen, "Sentinels need a master name");
 		return NULL;
 	}
 	if ((st = calloc(1, sizeof(*st))) == NULL) {
-		seterr(err, errlen, "out of memory");
+		store_seterr(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (parse_address(st, opts->address, err, errlen) == -1)
-		goto err_nolock;
-	st->address = strdup_or_null(opts->address, &oom);
+	st->watch_wake[0] = st->watch_wake[1] = -1;
+	if (opts->nsentinels > 0) {
+		char label[300];
+
+		st->sentinels = calloc(opts->nsentinels, sizeof(*st->sentinels));
+		if (st->sentinels == NULL) {
+			store_seterr(err, errlen, "out of memory");
+			goto err_nolock;
+		}
+		st->nsentinels = (unsigned)opts->nsentinels;
+		for (size_t i = 0; i < opts->nsentinels; i++) {
+			char why[256];
+
+			if (store_parse_address(opts->sentinels[i], true, NULL,
+			    st->sentinels[i].host, &st->sentinels[i].port, why,
+			    sizeof(why)) == -1) {
+				store_seterr(err, errlen, "Sentinel %s", why);
+				goto err_nolock;
+			}
+		}
+		snprintf(label, sizeof(label), "master %.200s", opts->master_name);
+		st->address = strdup_or_null(label, &oom);
+		st->master_name = strdup_or_null(opts->master_name, &oom);
+		st->sentinel_password = strdup_or_null(opts->sentinel_password, &oom);
+	} else {
+		if (store_parse_address(opts->address, false, &st->path, st->host,
+		    &st->port, err, errlen) == -1)
+			goto err_nolock;
+		st->address = strdup_or_null(opts->address, &oom);
+	}
 	st->username = strdup_or_null(opts->username, &oom);
 	st->password = strdup_or_null(opts->password, &oom);
 	st->idle = calloc(opts->pool, sizeof(*st->idle));
-	if (oom || st->idle == NULL) {
-		seterr(err, errlen, "out of memory");
+	st->idle_epoch = calloc(opts->pool, sizeof(*st->idle_epoch));
+	if (oom || st->idle == NULL || st->idle_epoch == NULL) {
+		store_seterr(err, errlen, "out of memory");
 		goto err_nolock;
 	}
 	st->database = opts->database;
 	/* An unset connect timeout falls back to the command timeout. */
-	st->connect_tv = ms_to_tv(opts->connect_timeout_ms != 0 ?
+	st->connect_tv = store_ms_to_tv(opts->connect_timeout_ms != 0 ?
 	    opts->connect_timeout_ms : opts->timeout_ms);
-	st->command_tv = ms_to_tv(opts->timeout_ms);
+	st->command_tv = store_ms_to_tv(opts->timeout_ms);
 	st->timeout_ms = opts->timeout_ms;
 	st->pool = opts->pool;
 	st->open_ms = BREAKER_MIN_MS;
 
 	/* The pool wait must not jump when the wall clock is set. */
 	if (pthread_condattr_init(&ca) != 0) {
-		seterr(err, errlen, "pthread_condattr_init failed");
+		store_seterr(err, errlen, "pthread_condattr_init failed");
 		goto err_nolock;
 	}
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	if (pthread_cond_init(&st->slot_cv, &ca) != 0) {
 		pthread_condattr_destroy(&ca);
-		seterr(err, errlen, "pthread_cond_init failed");
+		store_seterr(err, errlen, "pthread_cond_init failed");
 		goto err_nolock;
 	}
 	pthread_condattr_destroy(&ca);
 	if (pthread_mutex_init(&st->lock, NULL) != 0) {
 		pthread_cond_destroy(&st->slot_cv);
-		seterr(err, errlen, "pthread_mutex_init failed");
+		store_seterr(err, errlen, "pthread_mutex_init failed");
 		goto err_nolock;
 	}
 
@@ -354,6 +349,12 @@ store_new(const struct store_options *opts, char *err, size_t errlen)
 
 err_nolock:
 	free(st->idle);
+	free(st->idle_epoch);
+	free(st->sentinels);
+	free(st->master_name);
+	if (st->sentinel_password != NULL)
+		explicit_bzero(st->sentinel_password, strlen(st->sentinel_password));
+	free(st->sentinel_password);
 	if (st->password != NULL)
 		explicit_bzero(st->password, strlen(st->password));
 	free(st->password);
@@ -371,11 +372,19 @@ store_free(struct store *st)
 
 	if (st == NULL)
 		return;
+	store_watch_stop(st);
 	for (i = 0; i < st->nidle; i++)
 		redisFree(st->idle[i]);
 	free(st->idle);
+	free(st->idle_epoch);
+	free(st->sentinels);
+	free(st->master_name);
+	if (st->sentinel_password != NULL)
+		explicit_bzero(st->sentinel_password, strlen(st->sentinel_password));
+	free(st->sentinel_password);
 	pthread_mutex_destroy(&st->lock);
 	pthread_cond_destroy(&st->slot_cv);
+
 	if (st->password != NULL)
 		explicit_bzero(st->password, strlen(st->password));
 	free(st->password);
@@ -397,16 +406,16 @@ store_reply_free(redisReply *r)
  * failing hiredis call: a blocking read that hit SO_RCVTIMEO reports EAGAIN,
  * which hiredis words as "Resource temporarily unavailable".
  */
-static void
-ctx_error(const struct store *st, const redisContext *c, int saved_errno,
+void
+store_ctx_error(const struct store *st, const redisContext *c, int saved_errno,
     const char *what, char *err, size_t errlen)
 {
 	if (c->err == REDIS_ERR_IO &&
 	    (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK))
-		seterr(err, errlen, "Redis %s: %s: timeout after %u ms",
+		store_seterr(err, errlen, "Redis %s: %s: timeout after %u ms",
 		    st->address, what, st->timeout_ms);
 	else
-		seterr(err, errlen, "Redis %s: %s: %s", st->address, what,
+		store_seterr(err, errlen, "Redis %s: %s: %s", st->address, what,
 		    c->errstr[0] != '\0' ? c->errstr : "I/O error");
 }
 
@@ -424,16 +433,16 @@ setup_command(const struct store *st, redisContext *c, const char *name,
 
 	r = redisCommandArgv(c, argc, argv, NULL);
 	if (r == NULL) {
-		ctx_error(st, c, errno, name, err, errlen);
+		store_ctx_error(st, c, errno, name, err, errlen);
 		return -1;
 	}
 	if (r->type == REDIS_REPLY_ERROR)
-		seterr(err, errlen, "Redis %s: %s failed: %.*s", st->address,
+		store_seterr(err, errlen, "Redis %s: %s failed: %.*s", st->address,
 		    name, (int)r->len, r->str);
 	else if (r->type == REDIS_REPLY_STATUS)
 		rc = 0;
 	else
-		seterr(err, errlen, "Redis %s: %s: unexpected reply type %d",
+		store_seterr(err, errlen, "Redis %s: %s: unexpected reply type %d",
 		    st->address, name, r->type);
 	freeReplyObject(r);
 	return rc;
@@ -460,17 +469,17 @@ check_server(struct store *st, redisContext *c, char *err, size_t errlen)
 	const char *v;
 	int rc = -1;
 
-	before = wall_ms();
+	before = store_wall_ms();
 	if (redisAppendCommandArgv(c, 2, info, NULL) != REDIS_OK ||
 	    redisAppendCommandArgv(c, 1, time, NULL) != REDIS_OK ||
 	    redisGetReply(c, (void **)&r[0]) != REDIS_OK ||
 	    redisGetReply(c, (void **)&r[1]) != REDIS_OK) {
-		ctx_error(st, c, errno, "INFO server and TIME", err, errlen);
+		store_ctx_error(st, c, errno, "INFO server and TIME", err, errlen);
 		goto out;
 	}
-	after = wall_ms();
+	after = store_wall_ms();
 	if (r[0]->type == REDIS_REPLY_ERROR && strncmp(r[0]->str, "NOPERM", 6) != 0) {
-		seterr(err, errlen, "Redis %s: INFO failed: %.*s", st->address,
+		store_seterr(err, errlen, "Redis %s: INFO failed: %.*s", st->address,
 		    (int)r[0]->len, r[0]->str);
 		goto out;
 	}
@@ -478,20 +487,20 @@ check_server(struct store *st, redisContext *c, char *err, size_t errlen)
 	    (v = strstr(r[0]->str, "redis_version:")) != NULL &&
 	    strtoul(v + 14, NULL, 10) < STORE_MIN_REDIS_MAJOR) {
 		int n = (int)strcspn(v + 14, "\r\n");
-		seterr(err, errlen, "Redis %s: version %.*s is too old: "
+		store_seterr(err, errlen, "Redis %s: version %.*s is too old: "
 		    "policy-milter needs Redis %d.0 or later", st->address,
 		    n > 32 ? 32 : n, v + 14, STORE_MIN_REDIS_MAJOR);
 		goto out;
 	}
 	if (r[1]->type == REDIS_REPLY_ERROR) {
-		seterr(err, errlen, "Redis %s: TIME failed: %.*s", st->address,
+		store_seterr(err, errlen, "Redis %s: TIME failed: %.*s", st->address,
 		    (int)r[1]->len, r[1]->str);
 		goto out;
 	}
 	if (r[1]->type != REDIS_REPLY_ARRAY || r[1]->elements != 2 ||
 	    r[1]->element[0]->type != REDIS_REPLY_STRING ||
 	    r[1]->element[1]->type != REDIS_REPLY_STRING) {
-		seterr(err, errlen, "Redis %s: TIME: unexpected reply", st->address);
+		store_seterr(err, errlen, "Redis %s: TIME: unexpected reply", st->address);
 		goto out;
 	}
 	redis_ms = strtoll(r[1]->element[0]->str, NULL, 10) * 1000 +
@@ -507,34 +516,77 @@ out:
 	return rc;
 }
 
-/* Open and prepare one connection; NULL with err filled on failure. */
-static redisContext *
-conn_open(struct store *st, char *err, size_t errlen)
+/*
+ * ROLE on a connection the Sentinels called the master: right after a
+ * failover they may still name one that is, or has become, a replica.
+ * Returns 0 for a master, 1 for anything else (err names the role), -1 on
+ * failure.
+ */
+static int
+check_role(const struct store *st, redisContext *c, const char *host, int port,
+    char *err, size_t errlen)
+{
+	const char *argv[1] = { "ROLE" };
+	redisReply *r = redisCommandArgv(c, 1, argv, NULL);
+	int rc;
+
+	if (r == NULL) {
+		store_ctx_error(st, c, errno, "ROLE", err, errlen);
+		return -1;
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(r->element[0]->str, "master") == 0) {
+		rc = 0;
+	} else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING) {
+		store_seterr(err, errlen, "Redis %s: %s:%d is not a master "
+		    "(ROLE %.32s)", st->address, host, port, r->element[0]->str);
+		rc = 1;
+	} else {
+		store_seterr(err, errlen, "Redis %s: %s:%d: ROLE: unexpected "
+		    "reply %.64s", st->address, host, port,
+		    r->type == REDIS_REPLY_ERROR ? r->str : "");
+		rc = 1;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+int
+store_conn_connect(struct store *st, const char *path, const char *host,
+    int port, bool need_master, redisContext **out, char *err, size_t errlen)
 {
 	redisContext *c;
+	int rc = -1;
 
-	if (st->path != NULL)
-		c = redisConnectUnixWithTimeout(st->path, st->connect_tv);
+	*out = NULL;
+	if (path != NULL)
+		c = redisConnectUnixWithTimeout(path, st->connect_tv);
 	else
-		c = redisConnectWithTimeout(st->host, st->port, st->connect_tv);
+		c = redisConnectWithTimeout(host, port, st->connect_tv);
 	if (c == NULL) {
-		seterr(err, errlen, "Redis %s: cannot allocate a context",
+		store_seterr(err, errlen, "Redis %s: cannot allocate a context",
 		    st->address);
-		return NULL;
+		return -1;
 	}
 	if (c->err != 0) {
-		seterr(err, errlen, "Redis %s: connect: %s", st->address,
-		    c->errstr);
+		if (st->nsentinels > 0)
+			store_seterr(err, errlen, "Redis %s: connect to %s:%d: %s",
+			    st->address, host, port, c->errstr);
+		else
+			store_seterr(err, errlen, "Redis %s: connect: %s",
+			    st->address, c->errstr);
 		goto err;
 	}
 	/* redisConnectWithTimeout bounds connect() only. */
 	if (redisSetTimeout(c, st->command_tv) != REDIS_OK) {
-		ctx_error(st, c, errno, "setting the timeout", err, errlen);
+		store_ctx_error(st, c, errno, "setting the timeout", err, errlen);
 		goto err;
 	}
 	/* Notice a Redis host that vanished without a FIN. */
-	if (st->path == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
-		ctx_error(st, c, errno, "enabling keepalive", err, errlen);
+	if (path == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
+		store_ctx_error(st, c, errno, "enabling keepalive", err, errlen);
 		goto err;
 	}
 	if (st->password != NULL) {
@@ -557,13 +609,32 @@ conn_open(struct store *st, char *err, size_t errlen)
 		if (setup_command(st, c, name, 2, argv, err, errlen) == -1)
 			goto err;
 	}
+	if (need_master && (rc = check_role(st, c, host, port, err, errlen)) != 0)
+		goto err;
+	rc = -1;
 	if (check_server(st, c, err, errlen) == -1)
 		goto err;
-	return c;
+	*out = c;
+	return 0;
 
 err:
 	redisFree(c);
-	return NULL;
+	return rc;
+}
+
+/* Open and prepare one connection; NULL with err filled on failure. */
+static redisContext *
+conn_open(struct store *st, unsigned long *epoch, char *err, size_t errlen)
+{
+	redisContext *c;
+
+	if (st->nsentinels > 0)
+		return store_sentinel_open(st, epoch, err, errlen);
+	*epoch = 0;
+	if (store_conn_connect(st, st->path, st->host, st->port, false, &c, err,
+	    errlen) != 0)
+		return NULL;
+	return c;
 }
 
 /*
@@ -579,32 +650,33 @@ conn_stale(const redisContext *c)
 	return poll(&pfd, 1, 0) != 0;
 }
 
-static void call_end(struct store *st, struct call *call, enum outcome o,
-    const char *why);
-
 /*
  * Admit a call through the breaker and give it a connection.  On failure
  * returns -1 with err filled; the breaker has then been told already.
  */
-static int
-call_begin(struct store *st, struct call *call, char *err, size_t errlen)
+int
+store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 {
 	redisContext *c = NULL;
 
 	call->ctx = NULL;
 	call->probe = false;
+	call->epoch = 0;
 	pthread_mutex_lock(&st->lock);
+	if (st->nsentinels > 0 && !st->watch_started)
+		store_watch_start(st);
 	if (st->open) {
-		if (st->probing || now_ms() < st->open_until) {
+		if (st->probing || store_now_ms() < st->open_until) {
 			pthread_mutex_unlock(&st->lock);
-			seterr(err, errlen, "Redis circuit open");
+			store_seterr(err, errlen, "Redis circuit open");
 			return -1;
 		}
 		st->probing = true;
 		call->probe = true;
+		st->probe_epoch = st->epoch;
 	}
 	if (st->nidle == 0 && st->nopen >= st->pool) {
-		uint64_t end = now_ms() + st->timeout_ms;
+		uint64_t end = store_now_ms() + st->timeout_ms;
 		struct timespec deadline;
 		int rc = 0;
 
@@ -618,15 +690,17 @@ call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 			if (call->probe)
 				st->probing = false;
 			pthread_mutex_unlock(&st->lock);
-			seterr(err, errlen, "Redis %s: no free Redis connection "
+			store_seterr(err, errlen, "Redis %s: no free Redis connection "
 			    "within %u ms", st->address, st->timeout_ms);
 			return -1;
 		}
 	}
-	if (st->nidle > 0)
+	if (st->nidle > 0) {
 		c = st->idle[--st->nidle];
-	else
+		call->epoch = st->idle_epoch[st->nidle];
+	} else {
 		st->nopen++;	/* reserve the slot we are about to fill */
+	}
 	pthread_mutex_unlock(&st->lock);
 
 	if (c != NULL && conn_stale(c)) {
@@ -634,9 +708,9 @@ call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 		c = NULL;
 	}
 	if (c == NULL) {
-		c = conn_open(st, err, errlen);
+		c = conn_open(st, &call->epoch, err, errlen);
 		if (c == NULL) {
-			call_end(st, call, CALL_FAILED, err);
+			store_call_end(st, call, CALL_FAILED, err);
 			return -1;
 		}
 		pthread_mutex_lock(&st->lock);
@@ -651,15 +725,17 @@ call_begin(struct store *st, struct call *call, char *err, size_t errlen)
  * Return the connection (or free it if it saw an error) and tell the
  * breaker how the call went.  why is the error text for the log.
  */
-static void
-call_end(struct store *st, struct call *call, enum outcome o, const char *why)
+void
+store_call_end(struct store *st, struct call *call, enum outcome o, const char *why)
 {
 	redisContext *dead = NULL;
 	bool went_down = false, still_down = false, back = false;
 	unsigned open_ms = 0;
 
 	pthread_mutex_lock(&st->lock);
-	if (call->ctx != NULL && o == CALL_OK && call->ctx->err == 0) {
+	if (call->ctx != NULL && o == CALL_OK && call->ctx->err == 0 &&
+	    call->epoch == st->epoch) {
+		st->idle_epoch[st->nidle] = call->epoch;
 		st->idle[st->nidle++] = call->ctx;
 	} else {
 		dead = call->ctx;
@@ -677,17 +753,21 @@ call_end(struct store *st, struct call *call, enum outcome o, const char *why)
 		}
 	} else if (st->open) {
 		/* Failures of calls admitted before it opened change nothing. */
-		if (call->probe) {
+		if (call->probe && st->epoch != st->probe_epoch) {
+			/* It probed a master that has been replaced since
+			 * (Sentinel): try the new one now. */
+			st->open_until = store_now_ms();
+		} else if (call->probe) {
 			st->open_ms = st->open_ms * 2 > BREAKER_MAX_MS ?
 			    BREAKER_MAX_MS : st->open_ms * 2;
-			st->open_until = now_ms() + st->open_ms;
+			st->open_until = store_now_ms() + st->open_ms;
 			still_down = true;
 			open_ms = st->open_ms;
 		}
 	} else if (++st->failures >= BREAKER_THRESHOLD) {
 		st->open = true;
 		st->failures = 0;
-		st->open_until = now_ms() + st->open_ms;
+		st->open_until = store_now_ms() + st->open_ms;
 		went_down = true;
 		open_ms = st->open_ms;
 	}
@@ -727,8 +807,8 @@ call_end(struct store *st, struct call *call, enum outcome o, const char *why)
  * frees what was read, clears replies and returns -1; the context then has
  * err set, so call_end drops it.
  */
-static int
-run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
+int
+store_run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
     const struct store_cmd *cmds, redisReply **replies, char *err,
     size_t errlen)
 {
@@ -738,7 +818,7 @@ run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
 	for (i = 0; i < ncmds; i++) {
 		if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv,
 		    cmds[i].argvlen) != REDIS_OK) {
-			ctx_error(st, c, errno, "sending", err, errlen);
+			store_ctx_error(st, c, errno, "sending", err, errlen);
 			/* A half-built output buffer must not go back. */
 			if (c->err == 0)
 				c->err = REDIS_ERR_OTHER;
@@ -747,7 +827,7 @@ run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
 	}
 	for (got = 0; got < ncmds; got++) {
 		if (redisGetReply(c, &r) != REDIS_OK || r == NULL) {
-			ctx_error(st, c, errno, "reading reply", err, errlen);
+			store_ctx_error(st, c, errno, "reading reply", err, errlen);
 			if (c->err == 0)
 				c->err = REDIS_ERR_OTHER;
 			for (i = 0; i < got; i++) {
@@ -781,14 +861,16 @@ store_pipeline(struct store *st, size_t ncmds, const struct store_cmd *cmds,
 		return 0;
 	for (i = 0; i < ncmds; i++) {
 		if (cmds[i].argc < 1 || cmds[i].argv == NULL) {
-			seterr(err, errlen, "Redis command %zu is empty", i);
+			store_seterr(err, errlen, "Redis command %zu is empty", i);
 			return -1;
 		}
 	}
-	if (call_begin(st, &call, err, errlen) == -1)
+	if (store_call_begin(st, &call, err, errlen) == -1)
 		return -1;
-	rc = run_pipeline(st, call.ctx, ncmds, cmds, replies, err, errlen);
-	call_end(st, &call, rc == 0 ? CALL_OK : CALL_FAILED, err);
+	rc = store_run_pipeline(st, call.ctx, ncmds, cmds, replies, err, errlen);
+	if (rc == 0)
+		store_check_replies(st, &call, replies, ncmds);
+	store_call_end(st, &call, rc == 0 ? CALL_OK : CALL_FAILED, err);
 	return rc;
 }
 
@@ -801,190 +883,6 @@ store_command(struct store *st, int argc, const char **argv,
 
 	if (store_pipeline(st, 1, &cmd, &r, err, errlen) == -1)
 		return NULL;
-	return r;
-}
-
-/* Publish a SHA once; it never changes afterwards, so readers need no lock. */
-static void
-script_publish(struct store_script *script, const char *sha)
-{
-	pthread_mutex_lock(&script_lock);
-	if (!__atomic_load_n(&script->loaded, __ATOMIC_ACQUIRE)) {
-		memcpy(script->sha, sha, 41);
-		__atomic_store_n(&script->loaded, 1, __ATOMIC_RELEASE);
-	}
-	pthread_mutex_unlock(&script_lock);
-}
-
-/*
- * SCRIPT LOAD on c.  Returns 0 with sha filled, 1 with *errreply set when
- * Redis refused the script (handed to the caller as the result), -1 with
- * *io set on an I/O error, or -1 with err filled on a nonsensical reply.
- */
-static int
-script_load(const struct store *st, redisContext *c,
-    struct store_script *script, char sha[41], redisReply **errreply,
-    bool *io, char *err, size_t errlen)
-{
-	const char *argv[3] = { "SCRIPT", "LOAD", script->body };
-	size_t argvlen[3] = { 6, 4, strlen(script->body) };
-	struct store_cmd cmd = { 3, argv, argvlen };
-	redisReply *r;
-
-	if (run_pipeline(st, c, 1, &cmd, &r, err, errlen) == -1) {
-		*io = true;
-		return -1;
-	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		*errreply = r;
-		return 1;
-	}
-	if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-		seterr(err, errlen, "Redis %s: SCRIPT LOAD: unexpected reply "
-		    "type %d", st->address, r->type);
-		freeReplyObject(r);
-		return -1;
-	}
-	memcpy(sha, r->str, 40);
-	sha[40] = '\0';
-	freeReplyObject(r);
-	script_publish(script, sha);
-	return 0;
-}
-
-static bool
-is_noscript(const redisReply *r)
-{
-	return r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
-	    strncmp(r->str, "NOSCRIPT", 8) == 0;
-}
-
-/* The body of store_eval, on one connection; *io tells the breaker. */
-static redisReply *
-eval_on(const struct store *st, redisContext *c, struct store_script *script,
-    int nkeys, const char **keys, const size_t *keylens,
-    int nargs, const char **args, const size_t *arglens,
-    bool *io, char *err, size_t errlen)
-{
-	const char *sargv[EVAL_STACK_ARGS], **argv = sargv;
-	size_t sargvlen[EVAL_STACK_ARGS], *argvlen = sargvlen;
-	size_t n = 3 + (size_t)nkeys + (size_t)nargs + (script->deadline ? 1 : 0);
-	size_t a0 = 3 + (size_t)nkeys + (script->deadline ? 1 : 0);
-	struct store_cmd cmd;
-	redisReply *r = NULL;
-	char sha[41], nk[16], deadline[24];
-	int i, attempt;
-
-	if (__atomic_load_n(&script->loaded, __ATOMIC_ACQUIRE)) {
-		memcpy(sha, script->sha, sizeof(sha));
-	} else {
-		switch (script_load(st, c, script, sha, &r, io, err, errlen)) {
-		case 0:
-			break;
-		case 1:
-			return r;
-		default:
-			return NULL;
-		}
-	}
-	if (n > EVAL_STACK_ARGS) {
-		argv = malloc(n * sizeof(*argv));
-		argvlen = malloc(n * sizeof(*argvlen));
-		if (argv == NULL || argvlen == NULL) {
-			seterr(err, errlen, "out of memory");
-			r = NULL;
-			goto out;
-		}
-	}
-	snprintf(nk, sizeof(nk), "%d", nkeys);
-	argv[0] = "EVALSHA";
-	argvlen[0] = 7;
-	argv[1] = sha;
-	argvlen[1] = 40;
-	argv[2] = nk;
-	argvlen[2] = strlen(nk);
-	for (i = 0; i < nkeys; i++) {
-		argv[3 + i] = keys[i];
-		argvlen[3 + i] = keylens != NULL ? keylens[i] : strlen(keys[i]);
-	}
-	for (i = 0; i < nargs; i++) {
-		argv[a0 + (size_t)i] = args[i];
-		argvlen[a0 + (size_t)i] = arglens != NULL ? arglens[i] :
-		    strlen(args[i]);
-	}
-	cmd.argc = (int)n;
-	cmd.argv = argv;
-	cmd.argvlen = argvlen;
-
-	/* NOSCRIPT: Redis restarted or SCRIPT FLUSH; load again, retry once. */
-	for (attempt = 0; attempt < 2; attempt++) {
-		if (script->deadline) {
-			/* From now, in Redis's clock: the moment we stop waiting. */
-			snprintf(deadline, sizeof(deadline), "%" PRId64, wall_ms() +
-			    (int64_t)st->timeout_ms +
-			    __atomic_load_n(&st->clock_offset_ms, __ATOMIC_RELAXED));
-			argv[3 + nkeys] = deadline;
-			argvlen[3 + nkeys] = strlen(deadline);
-		}
-		if (run_pipeline(st, c, 1, &cmd, &r, err, errlen) == -1) {
-			*io = true;
-			r = NULL;
-			goto out;
-		}
-		if (attempt == 1 || !is_noscript(r))
-			goto out;
-		freeReplyObject(r);
-		r = NULL;
-		switch (script_load(st, c, script, sha, &r, io, err, errlen)) {
-		case 0:
-			break;
-		case 1:
-			goto out;
-		default:
-			r = NULL;
-			goto out;
-		}
-	}
-out:
-	if (argv != sargv)
-		free(argv);
-	if (argvlen != sargvlen)
-		free(argvlen);
-	return r;
-}
-
-redisReply *
-store_eval(struct store *st, struct store_script *script,
-    int nkeys, const char **keys, const size_t *keylens,
-    int nargs, const char **args, const size_t *arglens,
-    char *err, size_t errlen)
-{
-	char local[256];
-	struct call call;
-	redisReply *r;
-	bool io = false;
-
-	if (err == NULL || errlen == 0) {
-		err = local;
-		errlen = sizeof(local);
-	}
-	if (script == NULL || script->body == NULL || nkeys < 0 || nargs < 0 ||
-	    (nkeys > 0 && keys == NULL) || (nargs > 0 && args == NULL)) {
-		seterr(err, errlen, "bad arguments to store_eval");
-		return NULL;
-	}
-	if (call_begin(st, &call, err, errlen) == -1)
-		return NULL;
-	r = eval_on(st, call.ctx, script, nkeys, keys, keylens, nargs, args,
-	    arglens, &io, err, errlen);
-	/*
-	 * A nonsensical reply to SCRIPT LOAD is not an I/O error but leaves
-	 * nothing to trust on this connection: drop it without blaming Redis
-	 * availability.
-	 */
-	if (r == NULL && !io && call.ctx->err == 0)
-		call.ctx->err = REDIS_ERR_OTHER;
-	call_end(st, &call, io ? CALL_FAILED : CALL_OK, err);
 	return r;
 }
 
@@ -1008,4 +906,172 @@ store_connects(struct store *st)
 	n = st->connects;
 	pthread_mutex_unlock(&st->lock);
 	return n;
+}
+
+/*
+ * A -READONLY or -LOADING reply means this server is no longer (or not yet)
+ * the master: with Sentinels, drop the connection and every idle one so that
+ * the next call asks the Sentinels again.  The reply itself goes to the
+ * caller, who treats it as the Redis error it is.
+ */
+void
+store_check_replies(struct store *st, struct call *call, redisReply **replies,
+    size_t n)
+{
+	size_t i;
+
+	if (st->nsentinels == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		const redisReply *r = replies[i];
+
+		if (r != NULL && r->type == REDIS_REPLY_ERROR && r->len >= 7 &&
+		    (strncmp(r->str, "READONLY", 8) == 0 ||
+		    strncmp(r->str, "LOADING", 7) == 0)) {
+			if (call->ctx->err == 0)
+				call->ctx->err = REDIS_ERR_OTHER;
+			log_ratelimited(&redis_warn, WARN_INTERVAL_S, LOG_WARNING,
+			    "Redis %s answered \"%.*s\": asking the Sentinels again",
+			    st->address, (int)(r->len > 60 ? 60 : r->len), r->str);
+			store_master_suspect(st);
+			return;
+		}
+	}
+}
+
+/* Close idle connections; the caller holds the lock and frees them after. */
+static unsigned
+take_idle(struct store *st, redisContext **out)
+{
+	unsigned n = st->nidle;
+
+	memcpy(out, st->idle, n * sizeof(*out));
+	st->nopen -= n;
+	st->nidle = 0;
+	pthread_cond_broadcast(&st->slot_cv);
+	return n;
+}
+
+static void
+free_conns(redisContext **v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		redisFree(v[i]);
+	free(v);
+}
+
+void
+store_set_master(struct store *st, const char *host, int port, const char *why,
+    bool announced)
+{
+	redisContext **old = calloc(st->pool, sizeof(*old));
+	char was[INET6_ADDRSTRLEN + 8];
+	unsigned n = 0;
+	bool changed;
+
+	pthread_mutex_lock(&st->lock);
+	if (!announced && st->target_until > store_now_ms()) {
+		pthread_mutex_unlock(&st->lock);
+		free(old);
+		return;
+	}
+	if (announced)
+		st->target_until = 0;
+	changed = strcmp(st->host, host) != 0 || st->port != port;
+	if (changed) {
+		snprintf(was, sizeof(was), "%s:%d", st->host[0] != '\0' ? st->host :
+		    "none", st->port);
+		snprintf(st->host, sizeof(st->host), "%s", host);
+		st->port = port;
+		st->epoch++;
+		st->switches++;
+		if (old != NULL)
+			n = take_idle(st, old);
+		/* The breaker was about the old master: probe the new one now. */
+		st->failures = 0;
+		st->open_ms = BREAKER_MIN_MS;
+		if (st->open && !st->probing)
+			st->open_until = store_now_ms();
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (old != NULL)
+		free_conns(old, n);
+	if (changed)
+		log_msg(LOG_NOTICE, "Redis %s is now %s:%d (was %s; from %s)",
+		    st->address, host, port, strncmp(was, "none", 4) == 0 ? "unknown" :
+		    was, why);
+}
+
+void
+store_failover_hint(struct store *st, const char *host, int port, unsigned ms)
+{
+	redisContext **old = calloc(st->pool, sizeof(*old));
+	unsigned n = 0;
+	bool fresh;
+
+	pthread_mutex_lock(&st->lock);
+	fresh = st->target_until == 0 || strcmp(st->target_host, host) != 0 ||
+	    st->target_port != port;
+	snprintf(st->target_host, sizeof(st->target_host), "%s", host);
+	st->target_port = port;
+	st->target_until = store_now_ms() + ms;
+	st->epoch++;
+	if (old != NULL)
+		n = take_idle(st, old);
+	st->failures = 0;
+	st->open_ms = BREAKER_MIN_MS;
+	if (st->open && !st->probing)
+		st->open_until = store_now_ms();
+	pthread_mutex_unlock(&st->lock);
+	if (old != NULL)
+		free_conns(old, n);
+	if (fresh)
+		log_msg(LOG_NOTICE, "Redis %s: failover to %s:%d under way; new "
+		    "connections go there", st->address, host, port);
+}
+
+void
+store_master_suspect(struct store *st)
+{
+	redisContext **old = calloc(st->pool, sizeof(*old));
+	unsigned n = 0;
+
+	pthread_mutex_lock(&st->lock);
+	st->epoch++;
+	if (old != NULL)
+		n = take_idle(st, old);
+	pthread_mutex_unlock(&st->lock);
+	if (old != NULL)
+		free_conns(old, n);
+}
+
+unsigned long
+store_master(struct store *st, char *buf, size_t len)
+{
+	unsigned long n;
+
+	pthread_mutex_lock(&st->lock);
+	if (st->path != NULL)
+		snprintf(buf, len, "unix:%s", st->path);
+	else if (st->host[0] == '\0')
+		snprintf(buf, len, "%s", "");
+	else if (strchr(st->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d", st->host, st->port);
+	else
+		snprintf(buf, len, "%s:%d", st->host, st->port);
+	n = st->switches;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+int
+store_check_address(const char *addr, bool tcp, char *err, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN], *path = NULL;
+	int port;
+
+	if (store_parse_address(addr, tcp, &path, host, &port, err, errlen) == -1)
+		return -1;
+	free(path);
+	return 0;
 }

@@ -12,6 +12,16 @@
  * STORE_MIN_REDIS_MAJOR fails the connection, with a message saying so) and
  * measures the offset of Redis's clock from ours (TIME) for script deadlines.
  *
+ * Sentinel: with sentinels instead of an address, the master is asked of
+ * the Sentinels (SENTINEL get-master-addr-by-name, in order, the one that
+ * answered moved to the front) before every new connection, which must then
+ * say ROLE master (if not, the call retries a moment later within its
+ * timeout).  A -READONLY or -LOADING reply drops that connection and every
+ * idle one, so the next call asks again.  One thread per store, started by
+ * the first call, subscribes to +switch-master on a Sentinel and moves the
+ * pool at once: idle connections to the old master are closed, in-flight
+ * ones when they come back, and an open circuit breaker may probe at once.
+ *
  * Failure: a command that fails (connection refused, timeout, protocol or
  * server error) returns -1 with the reason in err.  After a run of failed
  * connections a circuit breaker opens and calls fail at once with
@@ -50,6 +60,15 @@ struct store_options {
 	unsigned connect_timeout_ms;
 	unsigned timeout_ms;       /* per command; also the wait for a free pool slot */
 	unsigned pool;             /* maximum number of connections, >= 1 */
+	/*
+	 * Or, instead of address, the Sentinels that know the master: IP:port
+	 * each, asked in order (see "Sentinel" above).  sentinel_password is
+	 * for AUTH to them (or NULL); username/password are for the master.
+	 */
+	const char *const *sentinels;
+	size_t nsentinels;
+	const char *master_name;
+	const char *sentinel_password;
 };
 
 /* One command of a pipeline: argc arguments with explicit lengths (binary safe). */
@@ -116,5 +135,19 @@ bool store_is_down(struct store *st);
 
 /* Connections opened so far (for tests and benchmarks). */
 unsigned long store_connects(struct store *st);
+
+/*
+ * The master the store uses now, as "IP:port" (an address store: the
+ * address), into buf; "" before a Sentinel store has found one.  For tests
+ * and logs.  Returns how many times the master has changed.
+ */
+unsigned long store_master(struct store *st, char *buf, size_t len);
+
+/*
+ * Is addr a valid "IP:port" or "[IPv6]:port" (tcp) or any store address
+ * (!tcp)?  Fills err when not.  For the configuration, which checks
+ * addresses without making a store.
+ */
+int store_check_address(const char *addr, bool tcp, char *err, size_t errlen);
 
 #endif

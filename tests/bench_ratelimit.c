@@ -5,6 +5,7 @@
  * nothing; exits 0 when it ran (77 when no redis-server is installed).
  *
  *   tests/bench_ratelimit [-n MESSAGES] [-t THREADS[,THREADS...]] [-r RCPTS] [-M]
+ *                         [-s SOCKET]
  *
  * A private redis-server on a unix socket in a fresh temporary directory is
  * started and shut down at exit.  One configuration with 4 ratelimit
@@ -34,6 +35,10 @@
  * divided by DBSIZE, and MEMORY USAGE of a sample of keys per policy; then
  * the same for keys holding 60 buckets: a 6 s window (100 ms buckets) and
  * one message per sender every 100 ms for 6 s.
+ *
+ * With -s SOCKET the Redis already listening there is used (not started,
+ * not flushed, not shut down) and only the rate-limit phases run: several
+ * processes can then drive one Redis (tests/bench_capacity.sh).
  */
 #include "config.h"
 
@@ -71,6 +76,7 @@
 
 static char redis_dir[] = "/tmp/pm-bench.XXXXXX";
 static char redis_sock[128];
+static bool redis_own = true;     /* started here (not -s) */
 static pid_t redis_starter;
 static volatile pid_t redis_pid;
 static redisContext *rc;          /* the benchmark's own connection */
@@ -86,8 +92,11 @@ redis_cleanup(void)
 		redisFree(rc);
 		rc = NULL;
 	}
-	snprintf(sh, sizeof(sh), "redis-cli -s %s shutdown nosave >/dev/null 2>&1; "
-	    "rm -rf '%s'", redis_sock, redis_dir);
+	if (redis_own)
+		snprintf(sh, sizeof(sh), "redis-cli -s %s shutdown nosave >/dev/null "
+		    "2>&1; rm -rf '%s'", redis_sock, redis_dir);
+	else
+		snprintf(sh, sizeof(sh), "rm -rf '%s'", redis_dir);
 	if (system(sh) == -1)
 		perror("system");
 }
@@ -102,12 +111,30 @@ on_signal(int sig)
 }
 
 static void
-redis_start(void)
+redis_start(const char *existing)
 {
 	char sh[1200], path[160];
 	FILE *fp;
 	long pid = 0;
 
+	if (existing != NULL) {
+		/* Someone else's Redis: only a directory for our files. */
+		if (mkdtemp(redis_dir) == NULL) {
+			perror("mkdtemp");
+			exit(2);
+		}
+		snprintf(redis_sock, sizeof(redis_sock), "%s", existing);
+		redis_own = false;
+		redis_starter = getpid();
+		atexit(redis_cleanup);
+		rc = redisConnectUnix(redis_sock);
+		if (rc == NULL || rc->err != 0) {
+			fprintf(stderr, "bench_ratelimit: connect %s: %s\n", redis_sock,
+			    rc != NULL ? rc->errstr : "out of memory");
+			exit(2);
+		}
+		return;
+	}
 	if (system("command -v redis-server >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "bench_ratelimit: no redis-server in PATH: skipped\n");
 		exit(77);
@@ -851,7 +878,9 @@ usage(void)
 	    "  -n  messages per thread count (default 20000)\n"
 	    "  -t  thread counts to run, 1..%d (default 1,4)\n"
 	    "  -r  recipients per message (default 3)\n"
-	    "  -M  skip the memory measurements\n", MAX_THREADS);
+	    "  -M  skip the memory measurements\n"
+	    "  -s  use the Redis on this unix socket; rate-limit phases only\n",
+	    MAX_THREADS);
 	exit(2);
 }
 
@@ -861,11 +890,12 @@ main(int argc, char **argv)
 	unsigned long nmsgs = 20000;
 	unsigned threads[16] = { 1, 4 }, nthr = 2, rcpts = 3;
 	bool memory = true;
+	const char *existing = NULL;
 	struct cfg *cmain;
 	char version[64], *end;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:t:r:Mh")) != -1) {
+	while ((opt = getopt(argc, argv, "n:t:r:Ms:h")) != -1) {
 		switch (opt) {
 		case 'n':
 			nmsgs = strtoul(optarg, &end, 10);
@@ -895,6 +925,10 @@ main(int argc, char **argv)
 		case 'M':
 			memory = false;
 			break;
+		case 's':
+			existing = optarg;
+			memory = false;
+			break;
 		default:
 			usage();
 		}
@@ -904,7 +938,7 @@ main(int argc, char **argv)
 
 	log_open(true, false);
 	find_script_cmds();
-	redis_start();
+	redis_start(existing);
 	cmain = load_or_die("bench.conf", conf_main);
 	info_string("server", "redis_version", version, sizeof(version));
 
@@ -952,6 +986,12 @@ main(int argc, char **argv)
 	}
 	printf("(Redis connections opened by the milter's store: %lu)\n",
 	    store_connects(cmain->redis->store));
+	if (existing != NULL) {
+		cfg_unref(cmain);
+		stats_reset();
+		log_close();
+		return 0;
+	}
 
 	printf("\nLive lists (block, redis = true): two sorted sets looked up at MAIL in one "
 	    "script call\n  (sender: 5 members looked up, sender_domain: 5), 1 thread\n");

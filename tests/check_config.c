@@ -189,6 +189,34 @@ static const struct {
 	    "unknown setting \"timout\" in redis; did you mean \"timeout\"?", 1, NULL },
 	{ "redis missing address", LISTEN "redis = {\n  pool = 4;\n};\n", 2,
 	    "redis: required setting \"address\" is missing", 1, NULL },
+	/* redis: Sentinels instead of an address */
+	{ "redis address and sentinels", LISTEN "redis = {\n  address = \"" REDIS_ADDR
+	    "\";\n  sentinels = [ \"127.0.0.1:26379\" ];\n  master_name = \"mail\";\n};\n",
+	    4, "redis: set either address or sentinels, not both", 1, NULL },
+	{ "redis sentinels without master_name", LISTEN "redis = {\n  sentinels = "
+	    "[ \"127.0.0.1:26379\" ];\n};\n", 3,
+	    "redis: sentinels need master_name", 1, NULL },
+	{ "redis master_name without sentinels", REDIS("master_name = \"mail\";"), 4,
+	    "redis: master_name applies only with sentinels", 1, NULL },
+	{ "redis sentinel_password_file without sentinels",
+	    REDIS("sentinel_password_file = \"/x\";"), 4,
+	    "redis: sentinel_password_file applies only with sentinels", 1, NULL },
+	{ "redis sentinel host name", LISTEN "redis = {\n  master_name = \"mail\";\n"
+	    "  sentinels = [ \"127.0.0.1:26379\",\n    \"sentinel.example:26379\" ];\n};\n",
+	    5, "redis sentinels: Redis address \"sentinel.example:26379\": host must be "
+	    "an IP address", 1, NULL },
+	{ "redis sentinel on a unix socket", LISTEN "redis = { master_name = \"mail\"; "
+	    "sentinels = [ \"unix:/run/s.sock\" ]; };\n", 2,
+	    "expected IP:port or [IPv6]:port", 1, NULL },
+	{ "redis sentinels empty", LISTEN "redis = {\n  master_name = \"mail\";\n"
+	    "  sentinels = [ ];\n};\n", 4, "redis: sentinels is empty", 1, NULL },
+	{ "redis master_name with a space", LISTEN "redis = {\n  sentinels = "
+	    "[ \"127.0.0.1:26379\" ];\n  master_name = \"my mail\";\n};\n", 4,
+	    "master_name \"my mail\" must be 1 to 200 characters without spaces", 1, NULL },
+	{ "redis sentinel password file missing", LISTEN "redis = {\n  sentinels = "
+	    "[ \"127.0.0.1:26379\" ];\n  master_name = \"mail\";\n"
+	    "  sentinel_password_file = \"/nonexistent/s.pass\";\n};\n", 5,
+	    "sentinel_password_file \"/nonexistent/s.pass\": No such file", 1, NULL },
 	{ "redis host name", LISTEN "redis = { address = \"redis.example:6379\"; };\n", 2,
 	    "redis address: Redis address \"redis.example:6379\": host must be an IP "
 	    "address (no DNS lookups at run time)", 1, NULL },
@@ -515,6 +543,24 @@ static const struct {
 	    REDIS("password_file = \"@DIR@/world.pass\";") ONE_POLICY, 4,
 	    "world.pass\" is readable by everyone; chmod o-r it" },
 	{ "no policies", LISTEN, 0, "warning: no policies: every message is accepted" },
+	{ "listen on every interface: no address",
+	    "# a comment\n\nlisten = \"inet:8890\";\n" ONE_POLICY, 3,
+	    "warning: listen \"inet:8890\" accepts connections on every interface: anyone "
+	    "who reaches port 8890 can spend rate-limit units; bind it to 127.0.0.1 "
+	    "(inet:8890@127.0.0.1) or use a unix socket" },
+	{ "listen on every interface: 0.0.0.0", "listen = \"inet:25252@0.0.0.0\";\n"
+	    ONE_POLICY, 1, "listen \"inet:25252@0.0.0.0\" accepts connections on every "
+	    "interface: anyone who reaches port 25252" },
+	{ "listen on every interface: ::", "listen = \"inet6:8890@::\";\n" ONE_POLICY, 1,
+	    "every interface: anyone who reaches port 8890 can spend rate-limit units; "
+	    "bind it to ::1 (inet6:8890@::1)" },
+	{ "listen on every interface: [::]", "listen = \"inet6:8890@[::]\";\n" ONE_POLICY, 1,
+	    "listen \"inet6:8890@[::]\" accepts connections on every interface" },
+	{ "listen on every interface: inet6 without address", "listen = \"inet6:8890\";\n"
+	    ONE_POLICY, 1, "listen \"inet6:8890\" accepts connections on every interface" },
+	{ "listen on loopback", "listen = \"inet:8890@127.0.0.1\";\n" ONE_POLICY, 0, NULL },
+	{ "listen on IPv6 loopback", "listen = \"inet6:8890@::1\";\n" ONE_POLICY, 0, NULL },
+	{ "listen on one address", "listen = \"inet:8890@192.0.2.1\";\n" ONE_POLICY, 0, NULL },
 	{ "standard 550", REJ("\"550 5.7.1 Sender refused\""), 0, NULL },
 	{ "standard 421", TMPF("\"421 4.7.0 Try later\""), 0, NULL },
 	{ "32 reply lines",
@@ -708,6 +754,30 @@ START_TEST(good_config)
 END_TEST
 
 /* Everything optional left out. */
+/* Sentinels instead of an address: loaded, a store made, nothing connected. */
+START_TEST(sentinel_config)
+{
+	char path[4096], master[64];
+	struct cfg *c = load_text("sentinel.conf",
+	    LISTEN "redis = {\n  sentinels = [ \"127.0.0.1:26379\", \"[::1]:26380\" ];\n"
+	    "  master_name = \"mail\";\n};\n"
+	    "policies = ( { name = \"a\"; type = \"recipients\"; max = 5; "
+	    "action = \"reject\"; } );\n", NULL, path, sizeof(path));
+
+	ck_assert_msg(c != NULL, "sentinels: not loaded:%s", all_reports());
+	ck_assert_msg(rep.nerr == 0 && rep.nwarn == 0, "sentinels: reports:%s",
+	    all_reports());
+	ck_assert_msg(c->redis->address == NULL && c->redis->sentinels.n == 2 &&
+	    strcmp(c->redis->sentinels.v[1], "[::1]:26380") == 0 &&
+	    strcmp(c->redis->master_name, "mail") == 0, "sentinels: settings");
+	ck_assert_msg(c->redis->store != NULL, "sentinels: no store");
+	ck_assert_msg(store_master(c->redis->store, master, sizeof(master)) == 0 &&
+	    master[0] == '\0', "sentinels: a master known before any call: %s", master);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
 START_TEST(defaults)
 {
 	char path[4096];
@@ -1248,6 +1318,7 @@ config_suite(void)
 	tcase_add_test(tc, good_config);
 	tcase_add_test(tc, example_config);
 	tcase_add_test(tc, defaults);
+	tcase_add_test(tc, sentinel_config);
 	tcase_add_loop_test(tc, default_reply, 0, (int)NELEMS(default_replies));
 	tcase_add_loop_test(tc, stages_decide, 0, (int)NELEMS(stages));
 	suite_add_tcase(s, tc);

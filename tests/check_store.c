@@ -380,16 +380,37 @@ START_TEST(test_good_address)
 }
 END_TEST
 
+static const char *const one_sentinel[] = { "127.0.0.1:26379" };
+static const char *const unix_sentinel[] = { "unix:/run/sentinel.sock" };
+static const char *const named_sentinel[] = { "sentinel.example:26379" };
+
 static const struct {
 	const char *label;
 	struct store_options o;
 	const char *want;
 } bad_options[] = {
-	{ "pool 0", { "/x", 0, NULL, NULL, 100, 100, 0 }, "pool" },
-	{ "timeout 0", { "/x", 0, NULL, NULL, 100, 0, 1 }, "timeout" },
-	{ "negative db", { "/x", -1, NULL, NULL, 100, 100, 1 }, "database" },
-	{ "user without password", { "/x", 0, "bob", NULL, 100, 100, 1 },
-	    "password" },
+	{ "pool 0", { .address = "/x", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 0 }, "pool" },
+	{ "timeout 0", { .address = "/x", .connect_timeout_ms = 100,
+	    .timeout_ms = 0, .pool = 1 }, "timeout" },
+	{ "negative db", { .address = "/x", .database = -1,
+	    .connect_timeout_ms = 100, .timeout_ms = 100, .pool = 1 }, "database" },
+	{ "user without password", { .address = "/x", .username = "bob",
+	    .connect_timeout_ms = 100, .timeout_ms = 100, .pool = 1 }, "password" },
+	{ "address and Sentinels", { .address = "/x", .sentinels = one_sentinel,
+	    .nsentinels = 1, .master_name = "mail", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "either a Redis address or Sentinels" },
+	{ "neither address nor Sentinels", { .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "empty Redis address" },
+	{ "Sentinels without a master name", { .sentinels = one_sentinel,
+	    .nsentinels = 1, .connect_timeout_ms = 100, .timeout_ms = 100,
+	    .pool = 1 }, "master name" },
+	{ "a Sentinel on a unix socket", { .sentinels = unix_sentinel,
+	    .nsentinels = 1, .master_name = "mail", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "expected IP:port" },
+	{ "a Sentinel by name", { .sentinels = named_sentinel,
+	    .nsentinels = 1, .master_name = "mail", .connect_timeout_ms = 100,
+	    .timeout_ms = 100, .pool = 1 }, "host must be an IP address" },
 };
 
 START_TEST(test_bad_option)
@@ -588,6 +609,194 @@ START_TEST(test_stale_idle)
 	    store_connects(st));
 	store_free(st);
 	store_free(killer);
+}
+END_TEST
+
+/* ---- the version check at connect, against a fake server ---- */
+
+/*
+ * A fake Redis: a thread serving one unix socket, one connection at a time,
+ * that answers INFO with a canned reply (a bulk string with redis_version,
+ * or an error reply), TIME with the current time, and every other command
+ * with +PONG.  Just enough RESP to see what the store does at connect.
+ */
+struct fake {
+	char path[100];
+	int lfd;
+	const char *info;	/* INFO's bulk reply; "-..." an error line */
+	pthread_t thread;
+	int infos;		/* INFO commands answered */
+};
+
+/* Parse one RESP array of bulk strings from buf[0..len); returns the bytes
+ * it takes (0: incomplete) and the first element in name (upper-cased). */
+static size_t
+fake_parse(const char *buf, size_t len, char *name, size_t namelen)
+{
+	const char *p = buf, *end = buf + len, *nl;
+	long n, i, blen;
+
+	if (len == 0 || *p != '*' || (nl = memchr(p, '\n', len)) == NULL)
+		return 0;
+	n = strtol(p + 1, NULL, 10);
+	p = nl + 1;
+	name[0] = '\0';
+	for (i = 0; i < n; i++) {
+		if (p >= end || *p != '$' ||
+		    (nl = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			return 0;
+		blen = strtol(p + 1, NULL, 10);
+		p = nl + 1;
+		if (end - p < blen + 2)
+			return 0;
+		if (i == 0) {
+			size_t k, m = (size_t)blen < namelen - 1 ? (size_t)blen :
+			    namelen - 1;
+			for (k = 0; k < m; k++)
+				name[k] = (char)(p[k] >= 'a' && p[k] <= 'z' ?
+				    p[k] - 32 : p[k]);
+			name[m] = '\0';
+		}
+		p += blen + 2;
+	}
+	return (size_t)(p - buf);
+}
+
+static void
+fake_write(int fd, const char *s, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, s, len);
+
+		if (n <= 0)
+			return;
+		s += n;
+		len -= (size_t)n;
+	}
+}
+
+static void *
+fake_serve(void *arg)
+{
+	struct fake *f = arg;
+	int fd;
+
+	while ((fd = accept(f->lfd, NULL, NULL)) != -1) {
+		char buf[4096], name[32];
+		size_t have = 0, used;
+		ssize_t n;
+
+		while ((n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
+			have += (size_t)n;
+			while ((used = fake_parse(buf, have, name, sizeof(name))) > 0) {
+				if (strcmp(name, "INFO") == 0) {
+					char hd[32];
+					__atomic_add_fetch(&f->infos, 1, __ATOMIC_RELAXED);
+					if (f->info[0] != '-') {	/* a bulk string */
+						snprintf(hd, sizeof(hd), "$%zu\r\n", strlen(f->info));
+						fake_write(fd, hd, strlen(hd));
+					}
+					fake_write(fd, f->info, strlen(f->info));
+					if (f->info[0] != '-')
+						fake_write(fd, "\r\n", 2);
+				} else if (strcmp(name, "TIME") == 0) {
+					char t[128], sec[32], usec[32];
+					struct timespec ts;
+					clock_gettime(CLOCK_REALTIME, &ts);
+					snprintf(sec, sizeof(sec), "%lld", (long long)ts.tv_sec);
+					snprintf(usec, sizeof(usec), "%06ld", ts.tv_nsec / 1000);
+					snprintf(t, sizeof(t), "*2\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
+					    strlen(sec), sec, strlen(usec), usec);
+					fake_write(fd, t, strlen(t));
+				} else {
+					fake_write(fd, "+PONG\r\n", 7);
+				}
+				memmove(buf, buf + used, have - used);
+				have -= used;
+			}
+			if (have == sizeof(buf))
+				break;
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+static void
+fake_start(struct fake *f, const char *label, const char *info)
+{
+	struct sockaddr_un sun;
+
+	memset(f, 0, sizeof(*f));
+	f->info = info;
+	snprintf(f->path, sizeof(f->path), "%.60s/fake-%d.sock", tmpdir, (int)getpid());
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", f->path);
+	unlink(f->path);
+	f->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_msg(f->lfd != -1 && bind(f->lfd, (struct sockaddr *)&sun,
+	    sizeof(sun)) == 0 && listen(f->lfd, 8) == 0, "%s: fake server: %s",
+	    label, strerror(errno));
+	ck_assert_msg(pthread_create(&f->thread, NULL, fake_serve, f) == 0,
+	    "%s: pthread_create", label);
+}
+
+static void
+fake_stop(struct fake *f)
+{
+	shutdown(f->lfd, SHUT_RDWR);	/* ends accept() in the thread */
+	close(f->lfd);
+	pthread_join(f->thread, NULL);
+	unlink(f->path);
+}
+
+static const struct {
+	const char *label;
+	const char *info;	/* the fake's reply to INFO server */
+	const char *want_err;	/* NULL: the connection must work */
+} version_cases[] = {
+	{ "Redis 4.0.14 is refused",
+	    "# Server\r\nredis_version:4.0.14\r\nredis_git_sha1:00000000\r\n"
+	    "redis_mode:x\r\n",
+	    "version 4.0.14 is too old: policy-milter needs Redis 5.0 or later" },
+	{ "Redis 5.0.0 is accepted",
+	    "# Server\r\nredis_version:5.0.0\r\nredis_git_sha1:00000000\r\n"
+	    "redis_mode:x\r\n", NULL },
+	{ "NOPERM to INFO does not fail the connection",
+	    "-NOPERM this user has no permissions to run the 'info' command\r\n", NULL },
+	{ "another error to INFO fails it",
+	    "-ERR unknown command 'INFO'\r\n", "INFO failed: ERR unknown command" },
+};
+
+START_TEST(test_version_check)
+{
+	const char *label = version_cases[_i].label;
+	const char *want = version_cases[_i].want_err;
+	char addr[320], err[256] = "";
+	struct fake f;
+	struct store *st;
+	redisReply *r;
+
+	fake_start(&f, label, version_cases[_i].info);
+	snprintf(addr, sizeof(addr), "unix:%s", f.path);
+	st = open_store(label, addr, 0, NULL, NULL, 1000, 1);
+	r = CMD(st, err, "PING");
+	ck_assert_msg(__atomic_load_n(&f.infos, __ATOMIC_RELAXED) == 1,
+	    "%s: INFO asked %d times, want once at connect", label, f.infos);
+	if (want == NULL) {
+		expect_status(label, r, err, "PONG");
+		ck_assert_msg(store_connects(st) == 1, "%s: connects %lu", label,
+		    store_connects(st));
+	} else {
+		ck_assert_msg(r == NULL, "%s: the call succeeded", label);
+		ck_assert_msg(strstr(err, want) != NULL, "%s: error \"%s\" lacks \"%s\"",
+		    label, err, want);
+		ck_assert_msg(store_connects(st) == 0, "%s: connects %lu", label,
+		    store_connects(st));
+	}
+	store_free(st);
+	fake_stop(&f);
 }
 END_TEST
 
@@ -1172,6 +1381,8 @@ store_suite(void)
 	tcase_add_loop_test(tc, test_auth, 0,
 	    sizeof(auth_cases) / sizeof(auth_cases[0]));
 	tcase_add_test(tc, test_select);
+	tcase_add_loop_test(tc, test_version_check, 0,
+	    sizeof(version_cases) / sizeof(version_cases[0]));
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("failures");

@@ -9,8 +9,8 @@
 # held) and what the milter logged and counted in Redis.  Covered: the size
 # and recipients policies, every action, multi-line replies, "%" and
 # ${...} in replies, dry runs, exempt clients, statistics, Redis going away
-# and coming back, reload (good and bad file), the -n config check and a
-# clean stop on SIGTERM.
+# and coming back, reload (good and bad file), the -n config check, the
+# warning about a listen on every interface and a clean stop on SIGTERM.
 #
 # Needs root (Postfix's master), postfix, swaks, redis-server; skips (77)
 # without them or without a built policy-milter.  TAP on stdout.
@@ -122,6 +122,21 @@ assert_eq "-n on a file with a syntax error exits 1" 1 "$rc" "$out"
 assert_contains "-n reports the syntax error as $BAD:LINE:" \
 	"$BAD:$(line_of "$BAD" 'max = = 3'):" "$out"
 assert_not_contains "-n on a bad file does not say 'configuration OK'" "configuration OK" "$out"
+
+# A listen on every interface loads, with a warning that names its line:
+# at -n and again when the daemon starts (in its log).
+WIDE=$PM_TMP/wide.conf
+base_config | sed "s|^listen = .*|listen = \"inet:$MILTER_PORT\";|" >"$WIDE"
+WIDE_WARN="$WIDE:$(line_of "$WIDE" 'listen = '): warning: listen \"inet:$MILTER_PORT\" accepts connections on every interface: anyone who reaches port $MILTER_PORT can spend rate-limit units; bind it to 127.0.0.1 (inet:$MILTER_PORT@127.0.0.1) or use a unix socket"
+out=$("$PM_MILTER_BIN" -n -c "$WIDE" 2>&1)
+rc=$?
+assert_eq "-n on a listen on every interface exits 0" 0 "$rc" "$out"
+assert_contains "-n warns about a listen on every interface as $WIDE:LINE:" "$WIDE_WARN" "$out"
+if assert_milter_start "the milter starts with a listen on every interface" "$WIDE"; then
+	assert_contains "at start the log warns about a listen on every interface as $WIDE:LINE:" \
+		"$WIDE_WARN" "$(cat "$MILTER_LOG")"
+	assert_milter_stop "the milter on every interface stops cleanly"
+fi
 
 # ------------------------------------------------------------ size, recipients
 assert_milter_start "milter starts with the size and recipients policies" "$CONF" ||
