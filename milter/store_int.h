@@ -53,9 +53,12 @@ struct store {
 	unsigned nopen;		/* in use, idle or being opened */
 	unsigned long connects;
 
-	/* Redis's clock minus ours (CLOCK_REALTIME), in ms, as measured with
-	 * TIME by the latest connect; read and written atomically. */
+	/* Redis's clock minus our CLOCK_MONOTONIC, in ms, as measured with
+	 * TIME by the latest connect (monotonic: a step of our wall clock
+	 * changes nothing), and that round trip's length; both read and
+	 * written atomically. */
 	int64_t clock_offset_ms;
+	int64_t clock_rtt_ms;
 
 	/* Sentinel mode when nsentinels > 0; the order changes, under lock. */
 	struct store_sentinel *sentinels;
@@ -100,8 +103,6 @@ void store_seterr(char *err, size_t errlen, const char *fmt, ...)
 /* CLOCK_MONOTONIC in ms. */
 uint64_t store_now_ms(void);
 
-/* CLOCK_REALTIME in ms (Redis's TIME is compared with it). */
-int64_t store_wall_ms(void);
 
 /* Describe c's error in err; saved_errno is errno right after the failing
  * hiredis call (EAGAIN: the socket timeout). */

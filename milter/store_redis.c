@@ -83,15 +83,6 @@ store_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int64_t
-store_wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct timeval
 store_ms_to_tv(unsigned ms)
 {
@@ -469,7 +460,7 @@ check_server(struct store *st, redisContext *c, char *err, size_t errlen)
 	const char *v;
 	int rc = -1;
 
-	before = store_wall_ms();
+	before = (int64_t)store_now_ms();
 	if (redisAppendCommandArgv(c, 2, info, NULL) != REDIS_OK ||
 	    redisAppendCommandArgv(c, 1, time, NULL) != REDIS_OK ||
 	    redisGetReply(c, (void **)&r[0]) != REDIS_OK ||
@@ -477,8 +468,11 @@ check_server(struct store *st, redisContext *c, char *err, size_t errlen)
 		store_ctx_error(st, c, errno, "INFO server and TIME", err, errlen);
 		goto out;
 	}
-	after = store_wall_ms();
-	if (r[0]->type == REDIS_REPLY_ERROR && strncmp(r[0]->str, "NOPERM", 6) != 0) {
+	after = (int64_t)store_now_ms();
+	/* Only a refusal to talk to us at all fails here; an INFO hidden from
+	 * this user (NOPERM) or renamed away (unknown command) skips the check. */
+	if (r[0]->type == REDIS_REPLY_ERROR && (strncmp(r[0]->str, "NOAUTH", 6) == 0 ||
+	    strncmp(r[0]->str, "WRONGPASS", 9) == 0)) {
 		store_seterr(err, errlen, "Redis %s: INFO failed: %.*s", st->address,
 		    (int)r[0]->len, r[0]->str);
 		goto out;
@@ -507,6 +501,7 @@ check_server(struct store *st, redisContext *c, char *err, size_t errlen)
 	    strtoll(r[1]->element[1]->str, NULL, 10) / 1000;
 	__atomic_store_n(&st->clock_offset_ms, redis_ms - (before + after) / 2,
 	    __ATOMIC_RELAXED);
+	__atomic_store_n(&st->clock_rtt_ms, after - before, __ATOMIC_RELAXED);
 	rc = 0;
 out:
 	if (r[0] != NULL)

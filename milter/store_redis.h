@@ -80,11 +80,15 @@ struct store_cmd {
 
 /*
  * A Lua script known by its body; the store caches its SHA1 after SCRIPT LOAD.
- * With deadline set, ARGV[1] is the moment the caller stops waiting for the
- * reply (Unix time in ms, in Redis's clock: now + timeout_ms + the offset of
- * Redis's clock measured with TIME at connect), and the caller's args follow
- * from ARGV[2]: a script that Redis only gets to after it (Redis stalled) can
- * then do nothing, since nobody will hear its result.
+ * With deadline set, ARGV[1] is the latest moment at which the script may
+ * start and still be heard (Unix time in ms, in Redis's clock: now +
+ * timeout_ms, less the connect-time round trip and a tenth of timeout_ms,
+ * plus the offset of Redis's clock from our monotonic clock measured with
+ * TIME at connect), and the caller's args follow from ARGV[2]: a script that
+ * Redis only gets to after it (Redis stalled) can then do nothing, since
+ * nobody will hear its result.  A "LATE ..." error reply that arrives while
+ * we still wait means the offset is off: that connection is dropped, and
+ * the next one measures again.
  */
 struct store_script {
 	const char *body;

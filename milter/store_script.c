@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "milter/log.h"
 #include "milter/store_int.h"
 #include "milter/store_redis.h"
 
@@ -77,6 +78,30 @@ script_load(const struct store *st, redisContext *c,
 	freeReplyObject(r);
 	script_publish(script, sha);
 	return 0;
+}
+
+/*
+ * The moment we stop waiting for a call sent now, in Redis's clock (ms),
+ * less a margin: a script that starts just before it must still have its
+ * reply back before we give up, or what it reserved would never be seen.
+ * The margin is the connect-time round trip (the offset's error is half
+ * of it, the reply's way back the other half) plus a tenth of the timeout.
+ */
+static int64_t
+deadline_ms(const struct store *st)
+{
+	int64_t rtt = __atomic_load_n(&st->clock_rtt_ms, __ATOMIC_RELAXED);
+
+	return (int64_t)store_now_ms() + (int64_t)st->timeout_ms -
+	    (rtt + (int64_t)st->timeout_ms / 10) +
+	    __atomic_load_n(&st->clock_offset_ms, __ATOMIC_RELAXED);
+}
+
+static bool
+is_late(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR && r->len >= 5 &&
+	    strncmp(r->str, "LATE ", 5) == 0;
 }
 
 static bool
@@ -146,16 +171,25 @@ eval_on(const struct store *st, redisContext *c, struct store_script *script,
 	/* NOSCRIPT: Redis restarted or SCRIPT FLUSH; load again, retry once. */
 	for (attempt = 0; attempt < 2; attempt++) {
 		if (script->deadline) {
-			/* From now, in Redis's clock: the moment we stop waiting. */
-			snprintf(deadline, sizeof(deadline), "%" PRId64, store_wall_ms() +
-			    (int64_t)st->timeout_ms +
-			    __atomic_load_n(&st->clock_offset_ms, __ATOMIC_RELAXED));
+			snprintf(deadline, sizeof(deadline), "%" PRId64, deadline_ms(st));
 			argv[3 + nkeys] = deadline;
 			argvlen[3 + nkeys] = strlen(deadline);
 		}
 		if (store_run_pipeline(st, c, 1, &cmd, &r, err, errlen) == -1) {
 			*io = true;
 			r = NULL;
+			goto out;
+		}
+		if (script->deadline && is_late(r)) {
+			/* We were still waiting, yet Redis found the call late:
+			 * the clock offset is off (Redis's clock stepped).  A new
+			 * connection measures it again. */
+			static struct log_throttle late_warn;
+
+			log_ratelimited(&late_warn, 60, LOG_WARNING, "Redis %s: a call "
+			    "arrived in time but Redis's clock says late: measuring the "
+			    "clocks again", st->address);
+			c->err = REDIS_ERR_OTHER;
 			goto out;
 		}
 		if (attempt == 1 || !is_noscript(r))

@@ -765,8 +765,10 @@ static const struct {
 	    "redis_mode:x\r\n", NULL },
 	{ "NOPERM to INFO does not fail the connection",
 	    "-NOPERM this user has no permissions to run the 'info' command\r\n", NULL },
-	{ "another error to INFO fails it",
-	    "-ERR unknown command 'INFO'\r\n", "INFO failed: ERR unknown command" },
+	{ "INFO renamed away does not fail the connection",
+	    "-ERR unknown command 'INFO'\r\n", NULL },
+	{ "NOAUTH to INFO fails it",
+	    "-NOAUTH Authentication required.\r\n", "INFO failed: NOAUTH" },
 };
 
 START_TEST(test_version_check)
