@@ -7,32 +7,37 @@
  * daemon calls it.  A snapshot that loads must be one the daemon can use:
  * every policy has a name, a type and settings, and a reply when it refuses.
  *
- * Inputs that name other files are skipped: "@include" (libconfig would open
- * any path the input names, relative to /proc/self/fd, which can be a pipe or
- * a terminal and block forever) and "file" (password_file and a block list's
- * file: the same with /dev/zero or a FIFO).  Both words are refused in any
- * case, so that no spelling slips through; list files have their own target
- * (fuzz_matcher), which reads them from the input.
+ * Nothing in the input may make the loader open another file: libconfig
+ * opens any path an "@include" names (relative to /proc/self/fd here), and
+ * password_file and a block list's file are opened too; a FIFO, a terminal
+ * or /dev/zero there would block or never end.  So inputs containing
+ * "@include" are refused, and every "file" (in any case) is spelt "fil_"
+ * before loading: the setting becomes an unknown one, comments stay
+ * comments, and a seed such as etc/policy-milter.conf, whose comments
+ * mention files, still loads.  List files have their own target
+ * (fuzz_matcher), which reads them from its input.
  */
 #include "config.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "milter/cfg.h"
 #include "milter/stats.h"
 #include "tests/fuzz/fuzzlib.h"
 
 /*
- * libconfig 1.5 (Debian 12) leaks the text of a string token when a syntax
- * error follows it (input: L""): its bug, fixed in 1.7, not ours.
+ * libconfig 1.5 (Debian 12) leaks in its scanner: the text of a string
+ * token that a syntax error follows (input: L""), and the buffer of a string
+ * still open at the end of the input.  Its bugs (fixed in 1.7), not ours.
  */
 const char *__lsan_default_suppressions(void);
 const char *
 __lsan_default_suppressions(void)
 {
-	return "leak:libconfig_yylex\n";
+	return "leak:libconfig_yylex\nleak:strbuf_append\n";
 }
 
 const char *__lsan_default_options(void);
@@ -63,10 +68,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct reports r = { 0, 0 };
 	struct cfg *c;
+	char *text;
 
-	if (fz_contains(data, size, "@include") || fz_contains(data, size, "file"))
+	if (fz_contains(data, size, "@include"))
 		return -1;      /* not added to the corpus */
-	c = cfg_load(fz_file(data, size), NULL, count, &r);
+	text = fz_strndup(data, size);
+	for (size_t i = 0; i + 4 <= size; i++)
+		if (fz_contains(text + i, 4, "file"))
+			text[i + 3] = '_';
+	c = cfg_load(fz_file(text, size), NULL, count, &r);
+	free(text);
 	if (c == NULL) {
 		FZ_CHECK(r.errors > 0, "cfg_load failed and reported no error");
 	} else {

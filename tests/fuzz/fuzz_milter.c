@@ -97,7 +97,7 @@ static const char *const config_texts[] = {
 	"   reply = \"451 4.7.1 ${key}: ${limit} per ${window}; retry in ${retry_after}\"; },\n"
 	" { name = \"per-client-bytes\"; type = \"ratelimit\"; key = [ \"client_ip\" ];\n"
 	"   count = \"bytes\"; limit = 100000; window = \"1h\"; action = \"reject\";\n"
-	"   reply = \"550 5.7.1 Too much\"; on_redis_error = \"tempfail\"; }\n"
+	"   reply = \"550 5.7.1 Too much\"; }\n"
 	");\n",
 
 	"listen = \"unix:/nonexistent/policy-milter-fuzz/milter.sock\";\n"
@@ -132,6 +132,7 @@ static const char *const config_texts[] = {
 #define NCONFIGS (sizeof(config_texts) / sizeof(config_texts[0]))
 
 static struct cfg *configs[NCONFIGS];
+static bool trace;             /* FUZZ_TRACE set: each packet and its answer */
 
 /* A new in-memory file holding text; its /proc path (static buffer). */
 static const char *
@@ -161,6 +162,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
+	trace = getenv("FUZZ_TRACE") != NULL;
 	snprintf(list_path, sizeof(list_path), "%s", memfile(list_file));
 	for (size_t i = 0; i < NCONFIGS; i++) {
 		const char *t = config_texts[i], *at = strstr(t, "@LIST@");
@@ -530,6 +532,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fz_clear_macros(&c.ctx, k->macros + 1);
 		r = dispatch(&c, k, pkt, plen - 1);
 		free(pkt);
+		if (trace)
+			fprintf(stderr, "fuzz_milter: '%c' %u octets, state %d: %s\n", k->cmd,
+			    plen - 1, state, r == R_ABORT ? "abort" : r == R_SKIP ? "-" :
+			    (const char *[]){ "continue", "reject", "discard", "accept",
+			    "tempfail", "?", "?", "noreply", "skip" }[r >= 0 && r <= 8 ? r : 5]);
 		if (r == R_ABORT)
 			break;
 		check_answer(&c, k, r);
