@@ -131,8 +131,10 @@ int
 smfi_quarantine(SMFICTX *ctx, char *reason)
 {
 	FZ_CHECK(ctx->at_eom, "smfi_quarantine outside the end of message");
-	FZ_CHECK(ctx->actions & SMFIF_QUARANTINE, "smfi_quarantine not negotiated");
-	FZ_CHECK(reason != NULL && reason[0] != '\0', "smfi_quarantine without a reason");
+	/* libmilter refuses what the MTA did not offer (callbacks.c then logs
+	 * and accepts the message), and an empty reason. */
+	if (reason == NULL || reason[0] == '\0' || !(ctx->actions & SMFIF_QUARANTINE))
+		return MI_FAILURE;
 	return MI_SUCCESS;
 }
 

@@ -8,7 +8,8 @@
  * as libmilter does, and stop the process (fz_fail) where libmilter would
  * refuse what callbacks.c asks for: a reply libmilter or an MTA would not
  * take, a macro list for a stage that does not exist, quarantine outside the
- * end of message.  What the daemon must never do is a crash here.
+ * end of message.  Where libmilter returns MI_FAILURE for something the MTA
+ * did not offer (quarantine), so do they.
  */
 #ifndef PM_MILTER_SHIM_H
 #define PM_MILTER_SHIM_H
