@@ -10,15 +10,19 @@
 # make check runs it as a test (a few seconds per target); `make fuzz`
 # builds the targets and runs it with FUZZ_SECONDS=60.  Seeds are read from
 # $top_srcdir/tests/fuzz/corpus/<target> and never written: what a run
-# finds goes to $top_builddir/tests/fuzz/work/<target>/ (corpus/, the
-# fuzzer's log, crash-* files), kept between runs (make fuzz-clean).
+# finds goes to $top_builddir/tests/fuzz/work/<target>/ (the fuzzer's log,
+# crash-* files, new inputs).  With FUZZ_RESUME=1 (make fuzz) the new inputs
+# are kept in corpus/ there and the next run starts from them too (make
+# fuzz-clean forgets them); otherwise each run starts from the seeds alone,
+# so that a short run spends its seconds fuzzing, not replaying.
+# The targets are those with a corpus directory (every target needs one);
 # FUZZ_TARGETS="fuzz_reply fuzz_matcher" runs only those.
 set -u
 
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 : "${top_builddir:=$top_srcdir}"
 seconds=${FUZZ_SECONDS:-5}
-targets=${FUZZ_TARGETS:-fuzz_config fuzz_reply fuzz_matcher fuzz_milter fuzz_limiter}
+targets=${FUZZ_TARGETS:-$(cd "$top_srcdir/tests/fuzz/corpus" && ls -d fuzz_*)}
 
 if [ -z "${PM_FUZZ_CC:-}" ]; then
 	echo "1..0 # SKIP configure found no clang that builds libFuzzer targets" \
@@ -43,12 +47,18 @@ for t in $targets; do
 		failed=$((failed + 1))
 		continue
 	fi
-	mkdir -p "$work/corpus"
+	if [ "${FUZZ_RESUME:-0}" = 1 ]; then
+		corpus=$work/corpus
+	else
+		corpus=$work/new
+		rm -rf "$corpus"
+	fi
+	mkdir -p "$corpus"
 	rm -f "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-*
 	# New inputs go to the first directory; the seeds are only read.
 	"$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
 		-print_final_stats=1 -artifact_prefix="$work/" \
-		"$work/corpus" "$seeds" >"$work/fuzz.log" 2>&1
+		"$corpus" "$seeds" >"$work/fuzz.log" 2>&1
 	rc=$?
 	runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$work/fuzz.log" | tail -n 1)
 	rate=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/fuzz.log" | tail -n 1)
@@ -58,7 +68,7 @@ for t in $targets; do
 		per=" ($((rate / secs))/s)"
 	fi
 	if [ $rc -eq 0 ] && [ -n "$runs" ]; then
-		printf 'ok %d - %s %s s, %s runs%s\n' "$n" "$t" "$seconds" "$runs" "$per"
+		printf 'ok %d - %s %s s, %s runs%s\n' "$n" "$t" "${secs:-$seconds}" "$runs" "$per"
 	else
 		printf 'not ok %d - %s %s s: exit %d\n' "$n" "$t" "$seconds" "$rc"
 		failed=$((failed + 1))
