@@ -5,7 +5,8 @@
  * The input is the whole configuration file, handed to the public loader
  * through an in-memory file (fz_file): the loader is tested exactly as the
  * daemon calls it.  A snapshot that loads must be one the daemon can use:
- * every policy has a name, a type and settings, and a reply when it refuses.
+ * every policy has a name, a type and settings, and a reply when it refuses;
+ * loaded again as a reload, it shares the first snapshot's Redis store.
  *
  * Nothing in the input may make the loader open another file: libconfig
  * opens any path an "@include" names (relative to /proc/self/fd here), and
@@ -66,8 +67,8 @@ count(void *arg, bool is_error, const char *msg)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct reports r = { 0, 0 };
-	struct cfg *c;
+	struct reports r = { 0, 0 }, again = { 0, 0 };
+	struct cfg *c, *c2;
 	char *text;
 
 	if (fz_contains(data, size, "@include"))
@@ -77,7 +78,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (fz_contains(text + i, 4, "file"))
 			text[i + 3] = '_';
 	c = cfg_load(fz_file(text, size), NULL, count, &r);
-	free(text);
 	if (c == NULL) {
 		FZ_CHECK(r.errors > 0, "cfg_load failed and reported no error");
 	} else {
@@ -89,8 +89,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			    p->action != POLICY_TEMPFAIL), "policy %s refuses without a reply",
 			    p->name);
 		}
+		/* A reload of the same text shares the Redis store of the
+		 * snapshot in force (cfg.h): the reference counting path. */
+		c2 = cfg_load(fz_file(text, size), c, count, &again);
+		FZ_CHECK(c2 != NULL, "the same text loaded once, not twice");
+		FZ_CHECK((c->redis == NULL) == (c2->redis == NULL) && (c->redis == NULL ||
+		    c->redis->store == c2->redis->store), "a reload did not share the store");
 		cfg_unref(c);
+		cfg_unref(c2);
 	}
+	free(text);
 	stats_reset();          /* loads create a statistics entry per policy name */
 	return 0;
 }

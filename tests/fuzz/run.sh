@@ -15,7 +15,9 @@
 # are kept in corpus/ there and the next run starts from them too (make
 # fuzz-clean forgets them); otherwise each run starts from the seeds alone,
 # so that a short run spends its seconds fuzzing, not replaying.
-# The targets are those with a corpus directory (every target needs one);
+# A dictionary tests/fuzz/<target>.dict (words the mutations insert) is used
+# when there is one.  The targets are those with a corpus directory (every
+# target needs one);
 # FUZZ_TARGETS="fuzz_reply fuzz_matcher" runs only those.
 set -u
 
@@ -55,9 +57,11 @@ for t in $targets; do
 	fi
 	mkdir -p "$corpus"
 	rm -f "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-*
+	dict=()
+	[ -f "$top_srcdir/tests/fuzz/$t.dict" ] && dict=(-dict="$top_srcdir/tests/fuzz/$t.dict")
 	# New inputs go to the first directory; the seeds are only read.
 	"$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-		-print_final_stats=1 -artifact_prefix="$work/" \
+		-print_final_stats=1 -artifact_prefix="$work/" "${dict[@]}" \
 		"$corpus" "$seeds" >"$work/fuzz.log" 2>&1
 	rc=$?
 	runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$work/fuzz.log" | tail -n 1)
