@@ -28,6 +28,11 @@
  * libmilter and the MTAs take (milter_shim.c); quarantine only at end of
  * message; close leaves no private data behind.
  *
+ * callbacks.c keeps the flags of the latest negotiation in a static (for
+ * QUIT_NC, see there): an input without 'O' inherits the flags of the input
+ * before, as a connection of the daemon would; the checks on "no reply"
+ * apply only to inputs that negotiate.
+ *
  * Redis: the configurations point at a unix socket that does not exist, so
  * every Redis call fails at once (connect: no such file) and then the
  * store's circuit breaker answers without trying; the policies that need
