@@ -10,6 +10,9 @@ PACKAGES=(
   build-essential autoconf automake libtool pkg-config m4 xz-utils
   libmilter-dev libhiredis-dev libconfig-dev libpcre2-dev check
   redis-server redis-tools postfix swaks python3 procps systemd valgrind
+  # The fuzz targets (make fuzz, tests/fuzz/run.sh): clang and its libFuzzer
+  # and sanitizer runtimes, which clang only recommends.
+  clang libclang-rt-14-dev
   # What Debian's Sendmail binary needs at run time: the Sendmail test runs
   # it unpacked from its packages (see fetch_sendmail below).
   libdb5.3 libldap-2.5-0 libnsl2 libsasl2-2 libsasl2-modules libssl3 libwrap0

@@ -41,7 +41,7 @@ build_and_check() {
   local rc=$?
   grep -E '^(PASS|FAIL|ERROR|XFAIL|XPASS|SKIP):|^# (TOTAL|PASS|FAIL|ERROR)' "$dir/check.out"
   if [ $rc -ne 0 ]; then
-    for log in "$dir"/tests/*.log "$dir"/tests/integration/*.log; do
+    for log in "$dir"/tests/*.log "$dir"/tests/integration/*.log "$dir"/tests/fuzz/*.log; do
       [ -f "$log" ] || continue
       grep -qE '^(FAIL|ERROR)' "${log%.log}.trs" 2>/dev/null || continue
       echo "---- $log"; tail -n 60 "$log"
@@ -72,10 +72,11 @@ if ! $quick; then
 fi
 
 # Count individual checks: Check prints "Checks: N, Failures: F, Errors: E";
-# the integration scripts print TAP "ok"/"not ok" lines.
+# the integration scripts and tests/fuzz/run.sh print TAP "ok"/"not ok" lines.
 passed=0 failed=0
-for log in build/tests/*.log build/tests/integration/*.log \
-           build-san/tests/*.log build-san/tests/integration/*.log; do
+for log in build/tests/*.log build/tests/integration/*.log build/tests/fuzz/*.log \
+           build-san/tests/*.log build-san/tests/integration/*.log \
+           build-san/tests/fuzz/*.log; do
   [ -f "$log" ] || continue
   read -r p f < <(awk '
     /Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+/ {
