@@ -46,15 +46,16 @@ put_tail(const char *src, size_t len, char *out, size_t outlen)
 
 /*
  * The work: p[0..len) with brackets already gone, into w (room for
- * CANON_SIZE(len)).  Returns the length written; *bad names a malformed
+ * CANON_SIZE(len); its second half is scratch).  Returns the length written; *bad names a malformed
  * spelling.
  */
 static size_t
 canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 {
-	const char *end = p + len, *at = NULL, *q, *lim, *last;
+	const char *end = p + len, *at = NULL, *q, *lim;
+	char *raw;
 	bool quoted = false, escaped = false;
-	size_t n = 0, local_start, ext = 0;
+	size_t n = 0, nraw = 0, d0;
 
 	*bad = NULL;
 	/* A source route, "@a,@b:user@domain": the mailbox is after the colon,
@@ -78,14 +79,13 @@ canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 	else if (escaped)
 		*bad = "a backslash escapes nothing at the end";
 
-	/* The local part: quotes and escapes resolved, case folded, and the
-	 * characters that would read differently again kept escaped. */
-	local_start = n;
+	/* The local part: quotes and escapes resolved and case folded, into
+	 * the second half of w (the first half's writes never reach it), then
+	 * the extension cut, then written with the characters that would read
+	 * differently again kept escaped. */
+	raw = w + len + 2;
 	quoted = false;
 	lim = at != NULL ? at : end;
-	/* The local part's last character (closing quotes are not one). */
-	for (last = lim; last > p && last[-1] == '"'; last--)
-		continue;
 	for (q = p; q < lim; q++) {
 		char c = *q;
 
@@ -98,30 +98,39 @@ canon_into(const char *p, size_t len, unsigned flags, char *w, const char **bad)
 				continue;
 			c = *++q;
 		}
-		c = lower(c);
-		if ((flags & CANON_STRIP_EXTENSION) && c == '+' && ext == 0 &&
-		    n > local_start)
-			ext = n;
-		/* Kept escaped: what would read differently a second time (white
-		 * space at either end is trimmed, a leading < is a bracket). */
+		raw[nraw++] = lower(c);
+	}
+	if (flags & CANON_STRIP_EXTENSION) {
+		for (size_t i = 1; i < nraw; i++)
+			if (raw[i] == '+') {
+				nraw = i;
+				break;
+			}
+	}
+	for (size_t i = 0; i < nraw; i++) {
+		char c = raw[i];
+
+		/* White space at either end would be trimmed, a leading < read
+		 * as a bracket, the others as syntax. */
 		if (c == '"' || c == '\\' || c == '@' ||
-		    ((c == ' ' || c == '\t') && (n == local_start || q + 1 == last)) ||
-		    (c == '<' && n == local_start))
+		    ((c == ' ' || c == '\t') && (i == 0 || i + 1 == nraw)) ||
+		    (c == '<' && i == 0))
 			w[n++] = '\\';
 		w[n++] = c;
 	}
-	if (ext > 0)
-		n = ext;
 	if (at == NULL)
 		return n;
 
-	/* The domain: lower case, no trailing dots. */
+	/* The domain: lower case, no trailing dots (nor the white space they
+	 * may hide).  Quotes, backslashes and @ have no place in a domain and
+	 * would change how the result reads again: they are dropped. */
 	w[n++] = '@';
-	q = end;
-	while (q > at + 1 && q[-1] == '.')
-		q--;
-	for (const char *d = at + 1; d < q; d++)
-		w[n++] = lower(*d);
+	d0 = n;
+	for (const char *d = at + 1; d < end; d++)
+		if (*d != '"' && *d != '\\' && *d != '@')
+			w[n++] = lower(*d);
+	while (n > d0 && (w[n - 1] == '.' || w[n - 1] == ' ' || w[n - 1] == '\t'))
+		n--;
 	return n;
 }
 
@@ -174,6 +183,11 @@ canon_address(const char *addr, unsigned flags, char *out, size_t outlen,
 		return -1;
 	}
 	n = canon_into(p, len, flags, w, &bad);
+	if (n == 0) {
+		/* Nothing left ("", a lone pair of quotes): as empty as <>. */
+		memcpy(w, "<>", 2);
+		n = 2;
+	}
 	fits = put_tail(w, n, out, outlen);
 	if (w != stack)
 		free(w);

@@ -16,7 +16,8 @@
  *    folded to lower case (ASCII): no mail system worth the name delivers
  *    Alice@ and alice@ to different people, and a limit must not be dodged
  *    by changing case;
- *  - the domain lower case, without trailing dots;
+ *  - the domain lower case, without trailing dots (and without the quotes,
+ *    backslashes and @ that no domain holds);
  *  - with CANON_STRIP_EXTENSION, "+extension" removed from the local part;
  *  - the null sender (empty, or <>) is "<>".
  * The result is itself a valid spelling of the same mailbox, and

@@ -76,7 +76,11 @@ static const struct {
 	  "@[ipv6:::1]", 0 },
 	{ "space inside the brackets", "< k1@d.example >", 0, "k1@d.example", 0 },
 	{ "unterminated quote", "\"k1@d.example", 0, "k1\\@d.example", -1 },
-	{ "backslash at the end", "k1@d.example\\", 0, "k1@d.example\\", -1 },
+	{ "backslash at the end (no domain holds one)", "k1@d.example\\", 0, "k1@d.example", -1 },
+	{ "quotes and @ dropped from a domain", "a@\"x@y\"", 0, "a@xy", 0 },
+	{ "extension cut before white space", "\"a\tb +x\"@d", CANON_STRIP_EXTENSION,
+	  "a\tb\\ @d", 0 },
+	{ "a lone pair of quotes is empty", "\"\"", 0, "<>", 0 },
 	{ "escaped @: no domain", "k1\\@d.example", 0, "k1\\@d.example", 0 },
 };
 
