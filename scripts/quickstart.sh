@@ -41,11 +41,13 @@ getent passwd policy-milter >/dev/null ||
   useradd --system --no-create-home --home-dir /nonexistent \
           --shell /usr/sbin/nologin policy-milter
 
-# The example configuration, listening on TCP and using this Redis.
+# The example configuration, listening on TCP (so no socket group: there
+# may be no Postfix here) and using this Redis.
 conf=build/quickstart.conf
 sed -e "s|^listen = .*|listen = \"inet:$port@127.0.0.1\";|" \
     -e "s|^socket_mode = .*||" \
-    -e "s|address = \"unix:/run/redis/redis-server.sock\";|address = \"$redis\";|" \
+    -e "s|^group = .*||" \
+    -e "s|^\( *address = \)\"[^\"]*\";|\1\"$redis\";|" \
     -e "s|clients = \[ \"127.0.0.0/8\", \"::1\" \];|clients = [ ];   # quickstart: test from localhost too|" \
     etc/policy-milter.conf > "$conf"
 build/policy-milter -n -c "$conf"
