@@ -38,12 +38,17 @@ if [ -z "${PM_POSTFIX_ROOT:-}" ] && ! command -v postfix >/dev/null 2>&1 &&
 fi
 PM_POSTFIX_ROOT=${PM_POSTFIX_ROOT:-}
 if [ -n "$PM_POSTFIX_ROOT" ]; then
-	postfix() {
-		LD_LIBRARY_PATH=$PM_POSTFIX_ROOT/usr/lib/postfix "$PM_POSTFIX_ROOT/usr/sbin/postfix" "$@"
+	pm_postfix_cmd() {  # pm_postfix_cmd NAME ARGS... : the unpacked command NAME
+		local c=$1
+		shift
+		LD_LIBRARY_PATH=$PM_POSTFIX_ROOT/usr/lib/postfix "$PM_POSTFIX_ROOT/usr/sbin/$c" "$@"
 	}
-	postconf() {
-		LD_LIBRARY_PATH=$PM_POSTFIX_ROOT/usr/lib/postfix "$PM_POSTFIX_ROOT/usr/sbin/postconf" "$@"
-	}
+	# The commands the tests run, by their usual names.
+	postfix()   { pm_postfix_cmd postfix "$@"; }
+	postconf()  { pm_postfix_cmd postconf "$@"; }
+	postqueue() { pm_postfix_cmd postqueue "$@"; }
+	postsuper() { pm_postfix_cmd postsuper "$@"; }
+	postcat()   { pm_postfix_cmd postcat "$@"; }
 fi
 
 PM_T_N=0        # tests run
