@@ -3,10 +3,12 @@
 #
 # install-test.sh - the Debian package as a postmaster meets it, in a clean
 # Debian 12 root: build the .deb from this checkout, install it with apt
-# (dependencies pulled from the mirror), check the user, files and
-# permissions, "policy-milter -n" on the shipped configuration, start the
-# daemon as the unit would (there is no systemd in the root) and connect to
-# its socket as Postfix, reinstall, upgrade to a +1 version, purge.
+# (dependencies pulled from the mirror) first without Postfix (a Sendmail
+# host: install, run on /run/policy-milter, purge), then on a Postfix host:
+# check the user, files and permissions, "policy-milter -n" on the shipped
+# configuration, start the daemon as the unit would (there is no systemd in
+# the root) and connect to its socket as Postfix, reinstall, upgrade to a +1
+# version, purge.
 #
 # Run by hand, as root, with the network to the Debian mirror this machine's
 # apt uses; not run by make check or CI (tests/package/deb-check.sh is the
@@ -122,8 +124,43 @@ printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
 cp "$work/build/$deb" "$work/build/$deb2" "$root/tmp/"
 
-step "apt-get update; install postfix (a Postfix host: group postfix, /var/spool/postfix)"
 out=$(in_root apt-get update -q 2>&1) || bail "apt-get update in the root failed: $(echo "$out" | tail -n 5)"
+
+# ---------------------------------------------------------------- no Postfix
+# First as on a Sendmail host: no group postfix.  The package installs (the
+# tmpfiles.d line for /var/spool/postfix is skipped) and the daemon runs
+# with the configuration changes README.Debian gives, the unit unchanged.
+step "a host without Postfix (Sendmail): install, run on /run/policy-milter, purge"
+if out=$(in_root apt-get install -y -q "/tmp/$deb" 2>&1); then
+	ok "without Postfix: apt-get install ./$deb (dependencies from the mirror)"
+	pulled=$(printf '%s\n' "$out" | sed -n '/^The following NEW packages/,/^[0-9]* upgraded/p' |
+		sed '1d;$d' | tr -s ' \n' ' ')
+	echo "# pulled in:$pulled"
+else
+	not_ok "without Postfix: apt-get install ./$deb" "$out"
+fi
+check "without Postfix: system user policy-milter" in_root getent passwd policy-milter
+check "without Postfix: no /var/spool/postfix/policy-milter made" test ! -e "$root/var/spool/postfix/policy-milter"
+sed -e 's|^listen = .*|listen = "unix:/run/policy-milter/milter.sock";|' -e '/^group = /d' \
+	"$root/etc/policy-milter/policy-milter.conf" >"$root/etc/policy-milter/sendmail.conf"
+# What RuntimeDirectory= (policy-milter, 0750) makes under systemd.
+install -d -m 0750 -o "$(in_root id -u policy-milter)" -g "$(in_root id -g policy-milter)" "$root/run/policy-milter"
+# timeout stops it with SIGTERM after 2 s (and so exits 124).
+out=$(chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin sh -c 'umask 0007 &&
+	exec setpriv --reuid=policy-milter --regid=policy-milter --init-groups \
+		timeout -s TERM 2 /usr/sbin/policy-milter -f -c /etc/policy-milter/sendmail.conf' 2>&1)
+if printf '%s\n' "$out" | grep -q 'listening on unix:/run/policy-milter/milter.sock' &&
+   printf '%s\n' "$out" | grep -q 'notice: stopping'; then
+	ok "without Postfix: the daemon runs as policy-milter on /run/policy-milter/milter.sock"
+else
+	not_ok "without Postfix: the daemon runs as policy-milter on /run/policy-milter/milter.sock" "$out"
+fi
+rm -f "$root/etc/policy-milter/sendmail.conf"
+check "without Postfix: apt-get purge" in_root apt-get purge -y -q policy-milter
+check "without Postfix: purge removed the user and /run/policy-milter" \
+	sh -c "! chroot '$root' getent passwd policy-milter && test ! -e '$root/run/policy-milter'"
+
+step "install postfix (a Postfix host: group postfix, /var/spool/postfix)"
 echo "postfix postfix/main_mailer_type select No configuration" | in_root debconf-set-selections
 out=$(in_root apt-get install -y -q --no-install-recommends postfix 2>&1) ||
 	bail "cannot install postfix in the root: $(echo "$out" | tail -n 5)"
@@ -131,12 +168,9 @@ out=$(in_root apt-get install -y -q --no-install-recommends postfix 2>&1) ||
 # ---------------------------------------------------------------- install
 step "apt-get install ./$deb"
 if out=$(in_root apt-get install -y -q "/tmp/$deb" 2>&1); then
-	ok "apt-get install ./$deb (dependencies from the mirror)"
-	pulled=$(printf '%s\n' "$out" | sed -n '/^The following NEW packages/,/^[0-9]* upgraded/p' |
-		sed '1d;$d' | tr -s ' \n' ' ')
-	echo "# pulled in:$pulled"
+	ok "apt-get install ./$deb"
 else
-	not_ok "apt-get install ./$deb (dependencies from the mirror)" "$out"
+	not_ok "apt-get install ./$deb" "$out"
 	bail "not installed"
 fi
 check "dpkg reports policy-milter $version installed" \
