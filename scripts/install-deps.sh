@@ -125,7 +125,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "install-deps: installing ${missing[*]}"
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # --no-remove: should a package ever need another one removed (an MTA, a
+  # conflicting library), apt stops instead of removing it.
+  if ! apt-get install -y -q --no-install-recommends --no-remove "${missing[@]}" >/dev/null; then
+    echo "install-deps: apt-get could not install ${missing[*]} without removing" \
+      "a package (see above); nothing was removed" >&2
+    exit 1
+  fi
 fi
 
 [ "$mode" = run ] && exit 0
