@@ -7,17 +7,42 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "milter/log.h"
 
 static bool log_stderr;
+static bool log_journal;         /* stderr is journald's stream */
 static bool log_debug;
+
+/*
+ * systemd sets JOURNAL_STREAM to "device:inode" of the stream it connects
+ * to stdout/stderr.  A child that inherits the variable but writes
+ * elsewhere (a terminal, a file) does not match, and keeps its timestamps.
+ */
+static bool
+stderr_is_journal(void)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (e == NULL || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+		return false;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
 
 void
 log_open(bool to_stderr, bool debug)
 {
 	log_stderr = to_stderr;
+	log_journal = to_stderr && stderr_is_journal();
 	log_debug = debug;
 	if (!to_stderr)
 		openlog("policy-milter", LOG_PID | LOG_NDELAY, LOG_MAIL);
@@ -57,7 +82,11 @@ log_v(int priority, const char *fmt, va_list ap)
 	if (priority == LOG_DEBUG && !log_debug)
 		return;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	if (log_stderr) {
+	if (log_journal) {
+		/* journald stamps the line and takes the priority from <N>. */
+		fprintf(stderr, "<%d>%s: %s\n", priority & LOG_PRIMASK,
+		    level_name(priority), buf);
+	} else if (log_stderr) {
 		struct timespec ts;
 		struct tm tm;
 		char stamp[32];

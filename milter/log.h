@@ -3,7 +3,10 @@
  * log - the daemon's one way to say something.
  *
  * Messages go to syslog (facility mail, ident policy-milter) or, in the
- * foreground, to stderr with a timestamp.  Decision lines are built by the
+ * foreground, to stderr with a timestamp.  When stderr is systemd's journal
+ * (JOURNAL_STREAM names it), lines carry no timestamp of their own: each
+ * starts with its "<N>" syslog level, which journald reads as the priority
+ * (the unit's SyslogFacility=mail gives the facility).  Decision lines are built by the
  * engine as "queue_id: client=...: policy=... action=..." key=value text;
  * this module only routes and filters them.
  *

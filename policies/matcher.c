@@ -18,7 +18,8 @@
  * handful of lengths (/32, /24, /16, /128, /64, /48), so that is a handful of
  * probes at any size, with no ordering or overlap bookkeeping at load time.
  *
- * Regexes are compiled once (JIT when the library has it) and only read
+ * Regexes are compiled once (to PCRE2's interpreter unless matcher_set_jit
+ * asked for the JIT) and only read
  * afterwards; each lookup takes its own match data, and one read-only match
  * context bounds the work a value can cause.
  *
@@ -38,6 +39,7 @@
 #include <sys/types.h>
 
 #include "milter/addr.h"
+#include "milter/log.h"
 #include "policies/canon.h"
 #include "policies/matcher.h"
 
@@ -403,6 +405,36 @@ net_match(const struct matcher *m, const char *value)
 
 /* ---- regexes */
 
+
+static bool regex_jit;           /* matcher_set_jit */
+static int regex_jit_logged;
+
+void
+matcher_set_jit(bool on)
+{
+	regex_jit = on;
+}
+
+/*
+ * The JIT is off by default because under MemoryDenyWriteExecute it could
+ * not allocate its code anyway: say once which engine runs, rather than
+ * leave a failed JIT to be found by profiling.
+ */
+static void
+regex_jit_compile(pcre2_code *code)
+{
+	int rc = regex_jit ? pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) : 0;
+	bool first = __atomic_exchange_n(&regex_jit_logged, 1, __ATOMIC_RELAXED) == 0;
+
+	if (!first)
+		return;
+	if (!regex_jit)
+		log_msg(LOG_INFO, "regex: PCRE2 JIT off (MemoryDenyWriteExecute), "
+		    "regexes run in the PCRE2 interpreter");
+	else if (rc != 0)
+		log_msg(LOG_WARNING, "regex: PCRE2 JIT unavailable (error %d), "
+		    "regexes run in the PCRE2 interpreter", rc);
+}
 static int
 regex_add(struct matcher *m, const char *s, size_t len, const char *shown,
     char *why, size_t whylen)
@@ -439,8 +471,7 @@ regex_add(struct matcher *m, const char *s, size_t len, const char *shown,
 		    (const char *)msg, (size_t)off);
 		return -1;
 	}
-	/* Without JIT (some architectures) the interpreter serves; not an error. */
-	(void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+	regex_jit_compile(code);
 
 	if (m->mctx == NULL) {
 		if ((m->mctx = pcre2_match_context_create(NULL)) == NULL)

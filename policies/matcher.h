@@ -92,4 +92,13 @@ bool matcher_match(const struct matcher *m, const char *value);
 /* Distinct entries held (a repeated entry counts once). */
 size_t matcher_count(const struct matcher *m);
 
+/*
+ * PCRE2's JIT for regexes compiled from now on: off by default.  The JIT
+ * needs memory that is writable and then executable, which the systemd
+ * unit forbids (MemoryDenyWriteExecute=yes); the interpreter costs 5 to 9 ns
+ * more per regex and value (make bench, README).  The first
+ * regex compiled logs which of the two runs.  Call before loading.
+ */
+void matcher_set_jit(bool on);
+
 #endif

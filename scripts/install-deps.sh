@@ -1,59 +1,89 @@
 #!/bin/bash
 # SPDX-License-Identifier: BSD-2-Clause
-# Install what policy-milter needs to build, run and be tested on Debian 12.
+# Install what policy-milter needs on Debian 12, as Debian packages.
 # Idempotent: does nothing (not even apt-get update) when all is there.
-# Also fetches Debian's Sendmail for the tests, unpacked, not installed
-# (--no-sendmail: not that).
+#
+#   install-deps.sh --run     to build and run it, and Redis (the quickstart)
+#   install-deps.sh           the above and all the tests need: test tools,
+#                             the Debian packaging tools, and Debian's
+#                             Postfix and Sendmail unpacked for the tests
+#   install-deps.sh --no-sendmail   the same without Sendmail
+#
+# No MTA is ever installed, so none the host has is replaced: apt would
+# remove exim4, Sendmail or nullmailer to install postfix.  The tests use
+# the host's Postfix if it is installed, else Debian's, downloaded (apt-get
+# download) and unpacked (dpkg -x) into a cache directory; Sendmail always
+# that way (it conflicts with Postfix as a package).
 set -euo pipefail
 
+mode=tests
+case ${1:-} in
+--run) mode=run ;;
+--no-sendmail) mode=tests-no-sendmail ;;
+"") ;;
+*) echo "usage: $0 [--run | --no-sendmail]" >&2; exit 2 ;;
+esac
+
+# Build and run: the compiler and autotools, the libraries, and Redis.
 PACKAGES=(
   build-essential autoconf automake libtool pkg-config m4 xz-utils
-  libmilter-dev libhiredis-dev libconfig-dev libpcre2-dev check
-  redis-server redis-tools postfix swaks python3 procps systemd valgrind
-  # The fuzz targets (make fuzz, tests/fuzz/run.sh): clang and its libFuzzer
-  # and sanitizer runtimes, which clang only recommends.
-  clang libclang-rt-14-dev
-  # What Debian's Sendmail binary needs at run time: the Sendmail test runs
-  # it unpacked from its packages (see fetch_sendmail below).
-  libdb5.3 libldap-2.5-0 libnsl2 libsasl2-2 libsasl2-modules libssl3 libwrap0
+  libmilter-dev libhiredis-dev libconfig-dev libpcre2-dev
+  redis-server redis-tools
 )
+if [ "$mode" != run ]; then
+  PACKAGES+=(
+    check swaks python3 procps systemd valgrind
+    # The fuzz targets (make fuzz, tests/fuzz/run.sh): clang and its libFuzzer
+    # and sanitizer runtimes, which clang only recommends.
+    clang libclang-rt-14-dev
+    # tests/package/deb-check.sh: build the .deb and lint it.
+    debhelper lintian dpkg-dev
+    # What Debian's Postfix and Sendmail binaries need at run time: the
+    # tests run them unpacked from their packages (see fetch_unpacked).
+    libdb5.3 libicu72 libldap-2.5-0 libnsl2 libsasl2-2 libsasl2-modules
+    libssl3 libwrap0 netbase
+  )
+fi
 
-# Debian's Sendmail for tests/integration/mta-sendmail.sh.  Sendmail and
-# Postfix conflict as packages, so Sendmail is never installed: its two
-# packages are downloaded (apt-get download) and unpacked (dpkg -x) into
-# $SM_CACHE/root, where the test looks for it (PM_SENDMAIL_ROOT overrides
-# that there).  Done once; root/.complete marks a finished unpack.
+# Debian's Sendmail (for tests/integration/mta-sendmail.sh) and, where no
+# Postfix is installed, Debian's Postfix (for the Postfix tests) are
+# downloaded (apt-get download) and unpacked (dpkg -x) into CACHE/root,
+# never installed.  tests/integration/mta.sh and lib.sh look for them there
+# (PM_SENDMAIL_ROOT, PM_POSTFIX_ROOT override that).  Done once;
+# root/.complete marks a finished unpack.
 SM_CACHE=${PM_SENDMAIL_CACHE:-/var/cache/policy-milter-tests/sendmail}
+PF_CACHE=${PM_POSTFIX_CACHE:-/var/cache/policy-milter-tests/postfix}
 
-fetch_sendmail() {
-  local bin=$SM_CACHE/root/usr/libexec/sendmail/sendmail
+# fetch_unpacked CACHE BINARY LIBDIR PACKAGE...: BINARY (relative to the
+# root) must find all its libraries (LIBDIR, relative, is searched first).
+fetch_unpacked() {
+  local cache=$1 bin=$1/root/$2 libdir=$1/root/$3
+  shift 3
   # A finished unpack whose binary finds all its libraries (not one left by
   # another release): nothing to do.
-  if [ -f "$SM_CACHE/root/.complete" ] && [ -x "$bin" ] &&
-      ! ldd "$bin" 2>/dev/null | grep -q 'not found'; then
+  if [ -f "$cache/root/.complete" ] && [ -x "$bin" ] &&
+      ! LD_LIBRARY_PATH=$libdir ldd "$bin" 2>/dev/null | grep -q 'not found'; then
     return 0
   fi
   if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps: Sendmail for the tests is not in $SM_CACHE; run as root to" \
-      "fetch it (until then the Sendmail integration test is skipped)" >&2
+    echo "install-deps: $* for the tests is not in $cache; run as root to" \
+      "fetch it (until then its integration tests are skipped)" >&2
     return 0
   fi
-  echo "install-deps: fetching Debian's sendmail-bin and sendmail-cf into $SM_CACHE (not installing them)"
-  mkdir -p "$(dirname "$SM_CACHE")"
-  rm -rf "$SM_CACHE".new.*            # left by an interrupted run
+  echo "install-deps: fetching Debian's $* into $cache (not installing them)"
+  mkdir -p "$(dirname "$cache")"
+  rm -rf "$cache".new.*            # left by an interrupted run
   local tmp log f
-  tmp=$(mktemp -d "$SM_CACHE.new.XXXXXX")
+  tmp=$(mktemp -d "$cache.new.XXXXXX")
   log=$tmp/apt.log
   # A fresh system may have no package lists yet: update once and retry.
-  if ! (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root \
-        sendmail-bin sendmail-cf) >"$log" 2>&1; then
+  if ! (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$@") >"$log" 2>&1; then
     apt-get update -q >>"$log" 2>&1 || true
-    if ! (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root \
-          sendmail-bin sendmail-cf) >>"$log" 2>&1; then
+    if ! (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$@") >>"$log" 2>&1; then
       cat "$log" >&2
       rm -rf "$tmp"
-      echo "install-deps: could not download sendmail-bin and sendmail-cf (see above);" \
-        "the Sendmail integration test cannot run" >&2
+      echo "install-deps: could not download $* (see above);" \
+        "their integration tests cannot run" >&2
       return 1
     fi
   fi
@@ -66,11 +96,23 @@ fetch_sendmail() {
     fi
   done
   mv "$tmp/root.complete" "$tmp/root/.complete"
-  rm -rf "$SM_CACHE"
-  mkdir -p "$SM_CACHE"
-  mv "$tmp"/*.deb "$tmp/root" "$SM_CACHE/"
+  rm -rf "$cache"
+  mkdir -p "$cache"
+  mv "$tmp"/*.deb "$tmp/root" "$cache/"
   rm -rf "$tmp"
-  echo "install-deps: $(paste -sd ' ' "$SM_CACHE/root/.complete") unpacked in $SM_CACHE/root"
+  echo "install-deps: $(paste -sd ' ' "$cache/root/.complete") unpacked in $cache/root"
+}
+
+# The users and groups an unpacked Postfix runs with (mail_owner postfix,
+# setgid_group postdrop), made as Debian's postfix package makes them, so
+# that a Postfix installed later finds them as it expects.
+postfix_ids() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  getent group postfix >/dev/null || groupadd --system postfix
+  getent group postdrop >/dev/null || groupadd --system postdrop
+  getent passwd postfix >/dev/null ||
+    useradd --system --gid postfix --home-dir /var/spool/postfix --no-create-home \
+      --shell /usr/sbin/nologin postfix
 }
 
 missing=()
@@ -84,12 +126,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  # Postfix must not configure itself as the system's mail server here.
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   echo "install-deps: installing ${missing[*]}"
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # --no-remove: should a package ever need another one removed (an MTA, a
+  # conflicting library), apt stops instead of removing it.
+  if ! apt-get install -y -q --no-install-recommends --no-remove "${missing[@]}" >/dev/null; then
+    echo "install-deps: apt-get could not install ${missing[*]} without removing" \
+      "a package (see above); nothing was removed" >&2
+    exit 1
+  fi
 fi
 
-# The quickstart runs the milter; only the tests need Sendmail.
-[ "${1:-}" = "--no-sendmail" ] || fetch_sendmail
+[ "$mode" = run ] && exit 0
+if ! dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q "install ok installed"; then
+  fetch_unpacked "$PF_CACHE" usr/sbin/postfix usr/lib/postfix postfix
+  postfix_ids
+fi
+[ "$mode" = tests-no-sendmail ] ||
+  fetch_unpacked "$SM_CACHE" usr/libexec/sendmail/sendmail . sendmail-bin sendmail-cf

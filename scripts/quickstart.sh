@@ -4,8 +4,10 @@
 # installs the packages it needs, builds it, makes sure a local Redis runs,
 # prints the lines to paste into Postfix's main.cf, then runs the milter in
 # the foreground with the example policies (etc/policy-milter.conf) until
-# Ctrl-C.  Nothing is installed outside this directory but Debian packages
-# and, if missing, the system user "policy-milter".
+# Ctrl-C.  Nothing is installed outside this directory but the Debian
+# packages needed to build and run it and Redis (no MTA, no test tools:
+# scripts/install-deps.sh --run) and, if missing, the system user
+# "policy-milter".
 #
 # Environment: PORT (default 8890) for the milter, REDIS (default
 # 127.0.0.1:6379).
@@ -16,7 +18,7 @@ cd "$top"
 port=${PORT:-8890}
 redis=${REDIS:-127.0.0.1:6379}
 
-bash scripts/install-deps.sh --no-sendmail
+bash scripts/install-deps.sh --run
 
 if [ ! -x build/policy-milter ]; then
   echo "quickstart: building"
@@ -41,11 +43,13 @@ getent passwd policy-milter >/dev/null ||
   useradd --system --no-create-home --home-dir /nonexistent \
           --shell /usr/sbin/nologin policy-milter
 
-# The example configuration, listening on TCP and using this Redis.
+# The example configuration, listening on TCP (so no socket group: there
+# may be no Postfix here) and using this Redis.
 conf=build/quickstart.conf
 sed -e "s|^listen = .*|listen = \"inet:$port@127.0.0.1\";|" \
     -e "s|^socket_mode = .*||" \
-    -e "s|address = \"unix:/run/redis/redis-server.sock\";|address = \"$redis\";|" \
+    -e "s|^group = .*||" \
+    -e "s|^\( *address = \)\"[^\"]*\";|\1\"$redis\";|" \
     -e "s|clients = \[ \"127.0.0.0/8\", \"::1\" \];|clients = [ ];   # quickstart: test from localhost too|" \
     etc/policy-milter.conf > "$conf"
 build/policy-milter -n -c "$conf"
@@ -60,6 +64,7 @@ Paste these lines into /etc/postfix/main.cf, then run "postfix reload":
     milter_default_action = accept
 
 Try it:      swaks --server 127.0.0.1 --to "\$(seq -s, -f 'u%g@example.org' 101)"
+             (swaks: apt-get install swaks)
              (the 101st recipient gets "452 4.5.3 Too many recipients ...")
 Statistics:  redis-cli -h $host -p $rport hgetall pm:stats:max-size
 Stop:        Ctrl-C

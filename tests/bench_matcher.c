@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,7 +206,7 @@ time_lookups(const struct matcher *m, char (*pool)[VALUE_MAX], size_t *hits)
 }
 
 static int
-run(const struct list *l, uint32_t n, int regexes)
+run(const struct list *l, uint32_t n, int regexes, bool jit)
 {
 	char path[] = "/tmp/bench_matcher.XXXXXX", entry[VALUE_MAX], why[256];
 	char (*pool)[VALUE_MAX] = malloc(sizeof(*pool) * POOL);
@@ -226,6 +227,7 @@ run(const struct list *l, uint32_t n, int regexes)
 	}
 	fclose(f);
 
+	matcher_set_jit(jit);
 	m = matcher_new(l->kind);
 	rss0 = rss_mb();
 	t0 = now();
@@ -247,8 +249,8 @@ run(const struct list *l, uint32_t n, int regexes)
 		l->miss(rnd(), pool[k]);
 	ns_miss = time_lookups(m, pool, &misses);
 
-	printf("%-7s %9u %8zu %7d %9.1f %9.1f %9.1f %9.1f  %s\n", l->name, n,
-	    matcher_count(m), regexes, load * 1000, rss1 - rss0, ns_hit, ns_miss,
+	printf("%-7s %9u %8zu %7d %3s %9.1f %9.1f %9.1f %9.1f  %s\n", l->name, n,
+	    matcher_count(m), regexes, regexes == 0 ? "-" : jit ? "on" : "off", load * 1000, rss1 - rss0, ns_hit, ns_miss,
 	    errors != 0 ? "LOAD ERRORS" : hits != LOOKUPS ? "HITS MISSED" :
 	    misses != 0 ? "MISSES HIT" : "");
 	fflush(stdout);           /* the child leaves through _exit */
@@ -268,18 +270,21 @@ main(int argc, char **argv)
 		for (int a = 1; a < argc && nsizes < 8; a++)
 			sizes[nsizes++] = (uint32_t)strtoul(argv[a], NULL, 10);
 	}
-	printf("%-7s %9s %8s %7s %9s %9s %9s %9s\n", "list", "lines", "entries",
-	    "regexes", "load_ms", "rss_MB", "hit_ns", "miss_ns");
+	printf("%-7s %9s %8s %7s %3s %9s %9s %9s %9s\n", "list", "lines", "entries",
+	    "regexes", "jit", "load_ms", "rss_MB", "hit_ns", "miss_ns");
 	fflush(stdout);
 	for (size_t li = 0; li < sizeof(lists) / sizeof(lists[0]); li++) {
 		for (int s = 0; s < nsizes; s++) {
-			for (int regexes = 0; regexes <= 10; regexes += 10) {
+			/* 10 regexes twice: PCRE2's JIT off (the daemon's
+			 * default, see matcher_set_jit) and on. */
+			for (int c = 0; c < 3; c++) {
+				int regexes = c == 0 ? 0 : 10;
 				pid_t pid = fork();
 				int status;
 
 				if (pid == 0) {
 					rng ^= sizes[s] * 0x2545f4914f6cdd1dULL;
-					_exit(run(&lists[li], sizes[s], regexes));
+					_exit(run(&lists[li], sizes[s], regexes, c == 2));
 				}
 				if (pid < 0 || waitpid(pid, &status, 0) != pid ||
 				    !WIFEXITED(status) || WEXITSTATUS(status) != 0)

@@ -35,10 +35,10 @@ else
   not_ok "systemd-sysusers creates the policy-milter user"
 fi
 if systemd-tmpfiles --root="$root" --create "$top_srcdir/systemd/policy-milter.tmpfiles" >/dev/null 2>&1 &&
-   [ "$(stat -c %a "$root/var/spool/postfix/policy-milter" 2>/dev/null)" = 750 ]; then
-  ok "systemd-tmpfiles creates the socket directory with mode 0750"
+   [ "$(stat -c %a "$root/var/spool/postfix/policy-milter" 2>/dev/null)" = 2750 ]; then
+  ok "systemd-tmpfiles creates the socket directory with mode 2750 (set-group-ID)"
 else
-  not_ok "systemd-tmpfiles creates the socket directory with mode 0750"
+  not_ok "systemd-tmpfiles creates the socket directory with mode 2750 (set-group-ID)"
 fi
 echo "1..$n"
 [ $failed -eq 0 ]

@@ -24,6 +24,33 @@ export top_srcdir top_builddir
 
 PM_MILTER_BIN=${PM_MILTER_BIN:-$top_builddir/policy-milter}
 
+# Which Postfix: PM_POSTFIX_ROOT if set, else the system's if installed,
+# else Debian's unpacked (dpkg -x, never installed, so that no MTA of the
+# host is replaced) by scripts/install-deps.sh into
+# /var/cache/policy-milter-tests/postfix/root.  An unpacked Postfix runs
+# from there: main.cf names its directories (postfix_configure) and its
+# libraries are found through LD_LIBRARY_PATH, which master passes on to
+# its daemons (import_environment).
+PM_POSTFIX_CACHE=${PM_POSTFIX_CACHE:-/var/cache/policy-milter-tests/postfix}
+if [ -z "${PM_POSTFIX_ROOT:-}" ] && ! command -v postfix >/dev/null 2>&1 &&
+	[ -f "$PM_POSTFIX_CACHE/root/.complete" ]; then
+	PM_POSTFIX_ROOT=$PM_POSTFIX_CACHE/root
+fi
+PM_POSTFIX_ROOT=${PM_POSTFIX_ROOT:-}
+if [ -n "$PM_POSTFIX_ROOT" ]; then
+	pm_postfix_cmd() {  # pm_postfix_cmd NAME ARGS... : the unpacked command NAME
+		local c=$1
+		shift
+		LD_LIBRARY_PATH=$PM_POSTFIX_ROOT/usr/lib/postfix "$PM_POSTFIX_ROOT/usr/sbin/$c" "$@"
+	}
+	# The commands the tests run, by their usual names.
+	postfix()   { pm_postfix_cmd postfix "$@"; }
+	postconf()  { pm_postfix_cmd postconf "$@"; }
+	postqueue() { pm_postfix_cmd postqueue "$@"; }
+	postsuper() { pm_postfix_cmd postsuper "$@"; }
+	postcat()   { pm_postfix_cmd postcat "$@"; }
+fi
+
 PM_T_N=0        # tests run
 PM_T_FAIL=0     # tests failed
 PM_TMP=         # the temporary directory
@@ -489,6 +516,23 @@ in_flow_delay = 0s
 EOF
 	# Only the services this test needs, none chrooted (no chroot jail is
 	# set up under the private queue directory), plus postlogd for maillog_file.
+	if [ -n "$PM_POSTFIX_ROOT" ]; then
+		local r=$PM_POSTFIX_ROOT
+		cat >>"$PF_CONF/main.cf" <<EOF
+# Debian's Postfix unpacked in $r, not installed.
+command_directory = $r/usr/sbin
+daemon_directory = $r/usr/lib/postfix/sbin
+shlib_directory = $r/usr/lib/postfix
+meta_directory = $r/etc/postfix
+sendmail_path = $r/usr/sbin/sendmail
+newaliases_path = $r/usr/bin/newaliases
+mailq_path = $r/usr/bin/mailq
+manpage_directory = $r/usr/share/man
+readme_directory = no
+html_directory = no
+import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME LD_LIBRARY_PATH=$r/usr/lib/postfix
+EOF
+	fi
 	cat >"$PF_CONF/master.cf" <<EOF
 127.0.0.1:$SMTP_PORT inet n - n - - smtpd
 pickup     unix  n - n 60    1 pickup

@@ -260,17 +260,22 @@ mta_start() {
 }
 
 # lib.sh's postfix_start plus SASL through the stand-in for Dovecot's auth
-# service (configured before the start: no reload to wait for).
+# service (configured before the start: no reload to wait for).  The
+# stand-in starts first: postfix_start's wait for the port is a connection,
+# and an smtpd that finds no auth socket exits, after which master holds
+# smtpd back for a minute (the first sessions would time out).
 mta_postfix_start() {
 	MTA_AUTH_SOCK=$PM_TMP/dovecot-auth.sock
+	mta_auth_start || return 1
 	postfix_start smtpd_sasl_auth_enable=yes smtpd_sasl_type=dovecot \
 		"smtpd_sasl_path=$MTA_AUTH_SOCK"
 }
 
 # The password checker the MTA asks (lib.sh's stand-in): Postfix asks it
-# as Dovecot's auth service; Sendmail (Cyrus SASL) as saslauthd.
+# as Dovecot's auth service; Sendmail (Cyrus SASL) as saslauthd.  Once.
 mta_auth_start() {
 	local kind=dovecot
+	[ -n "$AUTH_STUB_PID" ] && kill -0 "$AUTH_STUB_PID" 2>/dev/null && return 0
 	[ "$MTA" = sendmail ] && kind=saslauthd
 	auth_stub_start "$kind" "$MTA_AUTH_SOCK"
 }
