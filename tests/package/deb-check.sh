@@ -20,6 +20,7 @@ ok()     { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; [ $# -gt 0 ] && printf '%s\n' "$@" | tail -n 30 | sed 's/^/# /'; }
 skip()   { echo "1..0 # SKIP $1"; exit 77; }
 
+[ -z "${PM_SKIP_PACKAGE_TEST:-}" ] || skip "$PM_SKIP_PACKAGE_TEST"
 command -v dpkg-buildpackage >/dev/null || skip "dpkg-buildpackage is not installed (not Debian?)"
 [ -f "$top_srcdir/debian/control" ] || skip "no debian/ directory in $top_srcdir"
 deps=$(cd "$top_srcdir" && dpkg-checkbuilddeps -Pnocheck 2>&1) ||
