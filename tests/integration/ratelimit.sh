@@ -628,8 +628,13 @@ if assert_milter_start "milter starts (5 per 3s, 10,000 senders)" "$CONF"; then
 	remaining=$(redis_cli --scan --pattern 'pmttl:rl:*' | wc -l)
 	assert_eq "TTL: 4 s after the run SCAN finds no rate-limit key" 0 "$remaining" \
 		"$(redis_cli --scan --pattern 'pmttl:rl:*' | head -n 5)"
-	assert_eq "TTL: only the statistics hash is left under the prefix" "pmttl:stats:ttl-3s" \
-		"$(redis_cli --scan --pattern 'pmttl:*' | sort | paste -sd ' ')"
+	assert_eq "TTL: only the statistics hash (and the flush marker) is left under the prefix" \
+		"pmttl:stats:ttl-3s" \
+		"$(redis_cli --scan --pattern 'pmttl:*' | grep -v '^pmttl:statsflush:' | sort | paste -sd ' ')"
+	marker=$(redis_cli --scan --pattern 'pmttl:statsflush:*' | head -n 1)
+	ttl=$(redis_cli pttl "${marker:-none}")
+	assert_true "TTL: the statistics flush marker expires within an hour ($ttl ms)" \
+		test "${ttl:--2}" -gt 0 -a "${ttl:--2}" -le 3600000
 	assert_milter_stop "SIGTERM: exit status 0 (TTL hygiene)"
 fi
 section_end "item 6 (TTL hygiene)"
