@@ -35,6 +35,7 @@
 
 #include "milter/callbacks.h"
 #include "milter/cfg.h"
+#include "milter/limiter.h"
 #include "milter/log.h"
 #include "milter/reuse.h"
 #include "milter/stats.h"
@@ -63,6 +64,8 @@ usage(FILE *fp)
 	    "  -f          stay in the foreground and log to stderr\n"
 	    "  -n          check the configuration, print \"configuration OK\" or\n"
 	    "              every error as FILE:LINE: message, exit 0 or 1\n"
+	    "  --connect   with -n: also reach Redis and run what the daemon runs\n"
+	    "              there (an ACL that denies a command is named)\n"
 	    "  -d          debug logging\n"
 	    "  -p PIDFILE  write the process id to PIDFILE\n"
 	    "  -V          print the version and exit\n"
@@ -261,9 +264,54 @@ lists_changed(void)
  * connection keeps the lists it started with).  Counting never waits for
  * this thread.
  */
+/*
+ * Until Redis has answered once after start, try it with a growing pause
+ * (1, 2, 4 ... 60 s) and say at error level what to check each time: a
+ * Redis that never came up must not pass for a warning nobody reads.
+ * Returns true once it answered.
+ */
+static bool
+redis_reachable(unsigned *pause_s, time_t *next)
+{
+	struct cfg *c = cfg_acquire();
+	char err[512] = "";
+	redisReply *r;
+	bool ok = true;
+	time_t now = time(NULL);
+
+	if (c == NULL || c->redis == NULL || now < *next) {
+		ok = c == NULL || c->redis == NULL ? true : false;
+		cfg_unref(c);
+		return ok;
+	}
+	const char *argv[1] = { "PING" };
+	r = store_command(c->redis->store, 1, argv, NULL, err, sizeof(err));
+	if (r != NULL && r->type != REDIS_REPLY_ERROR) {
+		if (*pause_s > 1)
+			log_msg(LOG_NOTICE, "Redis answers now: rate limits and live lists "
+			    "are in force");
+	} else {
+		log_msg(LOG_ERR, "Redis does not answer: %s; rate limits and live lists "
+		    "follow on_redis_error until it does.  Check that redis-server runs "
+		    "and listens where the redis settings of %s say (redis-cli ping), and "
+		    "the user and password.  Trying again in %u s",
+		    r != NULL ? r->str : err, config_path, *pause_s);
+		*next = now + *pause_s;
+		*pause_s = *pause_s * 2 > 60 ? 60 : *pause_s * 2;
+		ok = false;
+	}
+	store_reply_free(r);
+	cfg_unref(c);
+	return ok;
+}
+
 static void *
 housekeeping_thread(void *arg)
 {
+	unsigned pause_s = 1;
+	time_t next = 0;
+	bool answered = false;
+
 	(void)arg;
 	pthread_mutex_lock(&stop_lock);
 	while (!stopping) {
@@ -272,6 +320,8 @@ housekeeping_thread(void *arg)
 		ts.tv_sec += 1;
 		pthread_cond_timedwait(&stop_cond, &stop_lock, &ts);
 		pthread_mutex_unlock(&stop_lock);
+		if (!answered)
+			answered = redis_reachable(&pause_s, &next);
 		flush_stats();
 		if (lists_changed())
 			reload("a list file changed");
@@ -279,6 +329,96 @@ housekeeping_thread(void *arg)
 	}
 	pthread_mutex_unlock(&stop_lock);
 	return NULL;
+}
+
+/*
+ * The command an ACL refused, from Redis's error: named outright ("no
+ * permissions to run the 'hincrby' command"), or inside a script only by
+ * its line ("... script: <sha>, on @user_script:168."), which names the
+ * redis.call on that line of the policy or statistics script.
+ */
+static const char *
+denied_command(const char *err, char *out, size_t outlen)
+{
+	const char *p, *text;
+	unsigned long line;
+
+	if ((p = strstr(err, "permissions to run the '")) != NULL) {
+		p += strlen("permissions to run the '");
+		snprintf(out, outlen, "%.*s", (int)strcspn(p, "'"), p);
+		return out;
+	}
+	if (strstr(err, "can't run this command") == NULL ||
+	    (p = strstr(err, "@user_script:")) == NULL)
+		return NULL;
+	line = strtoul(p + strlen("@user_script:"), NULL, 10);
+	text = strstr(err, "statistics:") != NULL ? stats_script_text() : limiter_script;
+	for (unsigned long n = 1; n < line && text != NULL; n++)
+		if ((text = strchr(text, '\n')) != NULL)
+			text++;
+	if (text == NULL || (p = strstr(text, "redis.call('")) == NULL ||
+	    (strchr(text, '\n') != NULL && p > strchr(text, '\n')))
+		return NULL;
+	p += strlen("redis.call('");
+	snprintf(out, outlen, "%.*s", (int)strcspn(p, "'"), p);
+	for (char *q = out; *q != '\0'; q++)
+		*q = (char)(*q >= 'a' && *q <= 'z' ? *q - 'a' + 'A' : *q);
+	return out;
+}
+
+/*
+ * -n --connect: reach Redis as the daemon would and run, on scratch keys
+ * that vanish by themselves, what the daemon runs: the connection's
+ * set-up (AUTH, SELECT, the version check, TIME), SCRIPT LOAD and EVALSHA
+ * of the policy script with a count (HGETALL, HINCRBY, PEXPIRE, HGET, HDEL)
+ * and a live-list lookup (TYPE), and the statistics flush (GET, SET).  Says
+ * which command an ACL denies.  0, or 1 after printing why.
+ */
+static int
+check_redis(struct cfg *c)
+{
+	char key[300], err[512] = "", scratch[64];
+	struct limiter_check chk[2];
+	struct limiter_result res[2];
+	struct limiter_back back;
+	const char *member = "x";
+	size_t memberlen = 1, stop;
+	bool refused;
+	const char *denied;
+	char cmd[32];
+
+	if (c->redis == NULL) {
+		printf("no redis settings: nothing to connect to\n");
+		return 0;
+	}
+	snprintf(scratch, sizeof(scratch), "__policy-milter-check__:%ld", (long)getpid());
+	snprintf(key, sizeof(key), "%srl:%s", c->redis->prefix, scratch);
+	chk[0] = (struct limiter_check){ .key = key, .keylen = strlen(key), .limit = 10,
+	    .window_ms = 60000, .amount = 1, .on_over = LIMITER_REFUSE };
+	char lkey[300];
+	snprintf(lkey, sizeof(lkey), "%sblock:%s", c->redis->prefix, scratch);
+	chk[1] = (struct limiter_check){ .key = lkey, .keylen = strlen(lkey),
+	    .on_over = LIMITER_REFUSE, .members = &member, .memberlens = &memberlen,
+	    .nmembers = 1 };
+	if (limiter_run(c->redis->store, chk, 2, LIMITER_RESERVE, NULL, 0, NULL, 0,
+	    &refused, &stop, res, err, sizeof(err)) != 0)
+		goto fail;
+	back = (struct limiter_back){ key, strlen(key), res[0].field, 1 };
+	if (res[0].field >= 0 && limiter_run(c->redis->store, NULL, 0,
+	    LIMITER_CHECK_ONLY, &back, 1, NULL, 0, &refused, &stop, NULL, err,
+	    sizeof(err)) != 0)
+		goto fail;
+	if (stats_check(c->redis->store, c->redis->prefix, err, sizeof(err)) != 0)
+		goto fail;
+	printf("Redis OK: connected, version checked, the policy script and the "
+	    "statistics flush ran\n");
+	return 0;
+fail:
+	fprintf(stderr, "Redis: %s\n", err);
+	if ((denied = denied_command(err, cmd, sizeof(cmd))) != NULL)
+		fprintf(stderr, "the Redis user may not run %s: allow it in its ACL "
+		    "(README: Redis)\n", denied);
+	return 1;
 }
 
 /* Remove our socket, and nothing that is not a socket. */
@@ -342,9 +482,10 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "connect", no_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool foreground = false, check_only = false, debug = false;
+	bool foreground = false, check_only = false, debug = false, connect = false;
 	const char *pidfile = NULL, *sock;
 	struct cfg *c;
 	sigset_t set;
@@ -360,6 +501,7 @@ main(int argc, char **argv)
 		case 'n': check_only = true; break;
 		case 'd': debug = true; break;
 		case 'p': pidfile = optarg; break;
+		case 'C': connect = true; break;
 		case 'V':
 			printf("policy-milter %s\n", PACKAGE_VERSION);
 			return 0;
@@ -381,9 +523,10 @@ main(int argc, char **argv)
 		if (c == NULL)
 			return 1;
 		printf("configuration OK: %s, %zu policies\n", config_path, c->npolicies);
+		rc = connect ? check_redis(c) : 0;
 		cfg_unref(c);
 		stats_reset();
-		return 0;
+		return rc;
 	}
 
 	/*

@@ -188,6 +188,34 @@ out:
 	return rc;
 }
 
+const char *
+stats_script_text(void)
+{
+	return flush_body;
+}
+
+int
+stats_check(struct store *st, const char *prefix, char *err, size_t errlen)
+{
+	char marker[300], id[64];
+	const char *keys[1] = { marker }, *args[1] = { "1" };
+	redisReply *r;
+	int rc = -1;
+
+	/* A marker of its own, one hour: nothing else is written. */
+	snprintf(id, sizeof(id), "check-%ld", (long)getpid());
+	snprintf(marker, sizeof(marker), "%sstatsflush:%s", prefix, id);
+	if ((r = store_eval(st, &flush_script, 1, keys, NULL, 1, args, NULL, err,
+	    errlen)) == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_ERROR)
+		snprintf(err, errlen, "statistics: %s", r->str);
+	else
+		rc = 0;
+	store_reply_free(r);
+	return rc;
+}
+
 int
 stats_flush(struct store *st, const char *prefix, char *err, size_t errlen)
 {

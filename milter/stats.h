@@ -54,6 +54,15 @@ const char *stats_field_name(enum stats_field f);
  */
 int stats_flush(struct store *st, const char *prefix, char *err, size_t errlen);
 
+/*
+ * Run the flush script once with nothing to count (policy-milter -n
+ * --connect): 0, or -1 with err (a NOPERM error names the command).
+ */
+int stats_check(struct store *st, const char *prefix, char *err, size_t errlen);
+
+/* The flush script's text (to name the command on a line of it). */
+const char *stats_script_text(void);
+
 /* Forget every entry (tests, shutdown). */
 void stats_reset(void);
 

@@ -496,4 +496,40 @@ if assert_milter_start "milter starts (127.0.0.0/8 exempt)" "$CONF"; then
 	assert_milter_stop "SIGTERM: clean exit, status 0 (last run)"
 fi
 
+# ------------------------------------------------------------ -n --connect, Redis down at start
+
+# -n --connect reaches Redis and runs what the daemon runs there; an ACL
+# that denies a command is named.
+CONF=$PM_TMP/connect.conf
+base_config 3 pmconn: >"$CONF"
+out=$("$PM_MILTER_BIN" -n --connect -c "$CONF" 2>&1)
+assert_eq "-n --connect: exit 0 with a reachable Redis" 0 "$?" "$out"
+assert_contains "-n --connect: says Redis is OK" "Redis OK: connected" "$out"
+redis_cli ACL SETUSER pm-nohincr on '>pm-nohincr-pw' '~*' '+@all' '-hincrby' >/dev/null
+redis_cli ACL SETUSER pm-noset on '>pm-noset-pw' '~*' '+@all' '-set' >/dev/null
+for u in nohincr:HINCRBY noset:SET; do
+	echo "pm-${u%%:*}-pw" >"$PM_TMP/${u%%:*}.pass"
+	chmod 600 "$PM_TMP/${u%%:*}.pass"
+	sed "s|^redis = { address = \\([^;]*\\);|redis = { address = \\1; username = \"pm-${u%%:*}\"; password_file = \"$PM_TMP/${u%%:*}.pass\";|" \
+		"$CONF" >"$PM_TMP/acl-${u%%:*}.conf"
+	out=$("$PM_MILTER_BIN" -n --connect -c "$PM_TMP/acl-${u%%:*}.conf" 2>&1)
+	assert_eq "-n --connect: an ACL without ${u#*:}: exit 1" 1 "$?" "$out"
+	assert_contains "-n --connect: names ${u#*:} as denied" \
+		"the Redis user may not run ${u#*:}" "$out"
+done
+sed "s|unix:$PM_REDIS_SOCK|unix:$PM_TMP/no-redis.sock|" "$CONF" >"$PM_TMP/down.conf"
+out=$("$PM_MILTER_BIN" -n --connect -c "$PM_TMP/down.conf" 2>&1)
+assert_eq "-n --connect: exit 1 without Redis" 1 "$?" "$out"
+assert_contains "-n --connect: says why" "no-redis.sock: connect: No such file" "$out"
+
+# Started with Redis unreachable: an error-level line that says what to
+# check, again after 1 s and 2 s (the pause doubles), until Redis answers.
+if assert_milter_start "milter starts with Redis unreachable" "$PM_TMP/down.conf"; then
+	wait_for_milter_log 'Trying again in 2 s' 8 >/dev/null
+	assert_eq "Redis unreachable at start: error lines at 1 s, then 2 s" 2 \
+		"$(grep -cE 'error: Redis does not answer: .*Check that redis-server runs .*Trying again in (1|2) s' "$MILTER_LOG")" \
+		"$(tail -n 5 "$MILTER_LOG")"
+	assert_milter_stop "SIGTERM: exit status 0 (Redis unreachable)"
+fi
+
 pm_finish
