@@ -556,8 +556,12 @@ main(int argc, char **argv)
 	 * Our pid goes in at once (a second instance names it), and again
 	 * after daemon() changed it. */
 	if (pidfile != NULL) {
-		if ((pidfd = open_pidfile(pidfile, foreground)) < 0)
+		if ((pidfd = open_pidfile(pidfile, foreground)) < 0) {
+			cfg_unref(c);
+			stats_reset();
+			log_close();
 			return 1;
+		}
 		write_pidfile(pidfd, pidfile);
 	}
 	/* main keeps its own reference: a reload may replace c at any time. */
