@@ -57,7 +57,7 @@ if ! $quick; then
   step "build with AddressSanitizer + UBSan, unit and integration tests"
   # The fuzz targets carry ASan and UBSan already, and the package is
   # the same: both ran in the first build.
-  PM_SKIP_PACKAGE_TEST="it ran in the first build" \
+  PM_SKIP_PACKAGE_TEST="it ran in the first build" PM_TTL_SENDERS=3000 \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     build_and_check build-san --enable-sanitizers --disable-fuzz CFLAGS="-O1 -g" ||
     failed_steps=$((failed_steps + 1))

@@ -325,6 +325,7 @@ START_TEST(test_spellings)
 	limit = &c->policies[0];
 	list = &c->policies[1];
 	s = tl_session_new(label, c);
+	cfg_unref(c);              /* the session holds it now */
 
 	m.client_ip = "192.0.2.1";
 	m.helo = m.rcpt = m.sasl_user = "";
