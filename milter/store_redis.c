@@ -955,6 +955,19 @@ free_conns(redisContext **v, unsigned n)
 	free(v);
 }
 
+/*
+ * The breaker's record was about the old master: forget it, and let the
+ * next call probe the new one at once.  Caller holds st->lock.
+ */
+static void
+breaker_rearm(struct store *st)
+{
+	st->failures = 0;
+	st->open_ms = BREAKER_MIN_MS;
+	if (st->open && !st->probing)
+		st->open_until = store_now_ms();
+}
+
 void
 store_set_master(struct store *st, const char *host, int port, const char *why,
     bool announced)
@@ -982,11 +995,7 @@ store_set_master(struct store *st, const char *host, int port, const char *why,
 		st->switches++;
 		if (old != NULL)
 			n = take_idle(st, old);
-		/* The breaker was about the old master: probe the new one now. */
-		st->failures = 0;
-		st->open_ms = BREAKER_MIN_MS;
-		if (st->open && !st->probing)
-			st->open_until = store_now_ms();
+		breaker_rearm(st);
 	}
 	pthread_mutex_unlock(&st->lock);
 	if (old != NULL)
@@ -1013,10 +1022,7 @@ store_failover_hint(struct store *st, const char *host, int port, unsigned ms)
 	st->epoch++;
 	if (old != NULL)
 		n = take_idle(st, old);
-	st->failures = 0;
-	st->open_ms = BREAKER_MIN_MS;
-	if (st->open && !st->probing)
-		st->open_until = store_now_ms();
+	breaker_rearm(st);
 	pthread_mutex_unlock(&st->lock);
 	if (old != NULL)
 		free_conns(old, n);

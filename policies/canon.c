@@ -200,15 +200,14 @@ canon_address(const char *addr, unsigned flags, char *out, size_t outlen,
 	return 0;
 }
 
-void
-canon_strip_extension(const char *canonical, char *out, size_t outlen)
+/* The @ before the domain of a canonical value (escapes remain, quotes are
+ * gone), or NULL when it has none. */
+static const char *
+last_at(const char *canonical)
 {
-	const char *at = NULL, *plus = NULL;
+	const char *at = NULL;
 	bool escaped = false;
-	size_t len;
 
-	canonical = canonical != NULL ? canonical : "";
-	len = strlen(canonical);
 	for (const char *q = canonical; *q != '\0'; q++) {
 		if (escaped)
 			escaped = false;
@@ -217,6 +216,18 @@ canon_strip_extension(const char *canonical, char *out, size_t outlen)
 		else if (*q == '@')
 			at = q;
 	}
+	return at;
+}
+
+void
+canon_strip_extension(const char *canonical, char *out, size_t outlen)
+{
+	const char *at, *plus = NULL;
+	size_t len;
+
+	canonical = canonical != NULL ? canonical : "";
+	len = strlen(canonical);
+	at = last_at(canonical);
 	/* The first + of the local part that is not its first character. */
 	for (const char *q = canonical + 1; at != NULL && q < at; q++)
 		if (*q == '+' && q[-1] != '\\') {
@@ -243,22 +254,13 @@ canon_strip_extension(const char *canonical, char *out, size_t outlen)
 void
 canon_domain_of(const char *canonical, char *out, size_t outlen)
 {
-	const char *at = NULL;
-	bool escaped = false;
+	const char *at;
 
 	if (canonical == NULL || canonical[0] == '\0' || strcmp(canonical, "<>") == 0) {
 		put_tail("<>", 2, out, outlen);
 		return;
 	}
-	/* Canonical: quotes are gone, escapes remain. */
-	for (const char *q = canonical; *q != '\0'; q++) {
-		if (escaped)
-			escaped = false;
-		else if (*q == '\\')
-			escaped = true;
-		else if (*q == '@')
-			at = q;
-	}
+	at = last_at(canonical);
 	at = at != NULL ? at + 1 : "";
 	put_tail(at, strlen(at), out, outlen);
 }
