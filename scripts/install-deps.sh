@@ -27,12 +27,15 @@ esac
 # Build and run: the compiler and autotools, the libraries, and Redis.
 PACKAGES=(
   build-essential autoconf automake libtool pkg-config m4 xz-utils
-  libmilter-dev libhiredis-dev libconfig-dev libpcre2-dev
+  libmilter-dev libhiredis-dev libconfig-dev libpcre2-dev libmicrohttpd-dev
   redis-server redis-tools
 )
 if [ "$mode" != run ]; then
   PACKAGES+=(
     check swaks python3 procps systemd valgrind
+    # The metrics endpoint test reads it with curl; the man pages are
+    # linted with mandoc and rendered with man (groff).
+    curl mandoc groff-base man-db
     # The fuzz targets (make fuzz, tests/fuzz/run.sh): clang and its libFuzzer
     # and sanitizer runtimes, which clang only recommends.
     clang libclang-rt-14-dev
