@@ -24,6 +24,7 @@
 
 #include "milter/cfg.h"
 #include "milter/cfg_int.h"
+#include "milter/limiter.h"
 #include "milter/stats.h"
 #include "milter/store_redis.h"
 
@@ -458,8 +459,17 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	if (ld.errors > 0)
 		goto fail;
 
-	for (size_t i = 0; i < c->npolicies; i++)
-		c->policies[i].stats = stats_get(c->policies[i].name);
+	for (size_t i = 0; i < c->npolicies; i++) {
+		struct cfg_policy *p = &c->policies[i];
+
+		p->stats = stats_get(p->name);
+		if (c->redis != NULL && p->type->count != NULL &&
+		    ((p->keys = malloc(sizeof(*p->keys))) == NULL ||
+		    limiter_keys(c->redis->prefix, p->name, p->keys) != 0)) {
+			ERR(&ld, NULL, "policy \"%s\": out of memory", p->name);
+			goto fail;
+		}
+	}
 	if (c->redis != NULL) {
 		if (prev != NULL && prev->redis != NULL && redis_same(prev->redis, c->redis)) {
 			c->redis->shared = prev->redis->shared;

@@ -29,6 +29,7 @@
 
 struct store;
 struct stats_entry;
+struct limiter_keys;
 struct cfg_store;
 
 enum cfg_on_error {
@@ -62,6 +63,8 @@ struct cfg_policy {
 	unsigned stages;               /* POLICY_STAGE bits where it decides */
 	unsigned needs;                /* ... and where it reads data */
 	struct stats_entry *stats;     /* owned by the stats registry */
+	struct limiter_keys *keys;     /* counting policies with Redis: their
+	                                * override and refusal keys */
 	unsigned line;
 };
 

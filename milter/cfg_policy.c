@@ -232,6 +232,7 @@ cfg_policy_clear(struct cfg_policy *p)
 	}
 	reply_free(p->reply);
 	free(p->exempt.clients);
+	free(p->keys);
 	free(p->name);
 }
 

@@ -58,6 +58,7 @@ struct item {
 	char key[POLICY_KEY_MAX + 160];   /* the full Redis key */
 	size_t keylen;
 	size_t check;              /* index into the limiter call */
+	uint64_t held;             /* peeking: units this message would hold */
 };
 
 static bool
@@ -272,6 +273,7 @@ decide(struct session *s, const struct cfg_policy *p, enum policy_action action,
 	if (reply_t != NULL)
 		expand_reply(s, reply_t, p->name, info, cv, stage, &v->reply);
 	log_decision(s, p, stage, action, false, key, reply_t ? &v->reply : NULL);
+	s->traced = action;
 	switch (action) {
 	case POLICY_DISCARD:
 	case POLICY_QUARANTINE:
@@ -311,6 +313,8 @@ dry_hit(struct session *s, const struct cfg_policy *p, enum policy_stage stage,
 	if (p->reply != NULL)
 		expand_reply(s, p->reply, p->name, info, cv, stage, &v->reply);
 	log_decision(s, p, stage, p->action, true, key, p->reply ? &v->reply : NULL);
+	s->traced = p->action;
+	s->traced_dry = true;
 }
 
 void
@@ -458,10 +462,22 @@ call_limiter(struct session *s, struct scratch *w, size_t n, enum limiter_reserv
 			c->limit = it->cnt.limit;
 			c->window_ms = it->cnt.window_ms;
 			c->amount = it->cnt.amount;
+			c->keyoff = it->keylen - it->cnt.keylen;
+			if (it->p->keys != NULL) {
+				c->override_key = it->p->keys->override_key;
+				c->top_key = it->p->keys->top_key;
+				c->topn_key = it->p->keys->topn_key;
+			}
+			/* Peeking, the units of earlier recipients were not reserved
+			 * in Redis: check as if they had been. */
+			it->held = s->peek ? ledger_held(s, it->key, it->keylen) : 0;
+			c->amount += it->held;
 		}
 	}
 	if (nc == 0)
 		return false;
+	if (s->peek)
+		mode = LIMITER_PEEK;
 	if (limiter_run(s->cfg->redis->store, w->checks, nc, mode, NULL, 0, NULL, 0,
 	    &refused, &stop, w->res, err, sizeof(err)) != 0) {
 		redis_trouble("check failed", err);
@@ -554,6 +570,37 @@ walk_count(struct session *s, enum policy_stage stage, struct item *it,
 	return false;
 }
 
+/* Tell explain what the policy of it did (engine_step). */
+static void
+trace(const struct session *s, enum policy_stage stage, const struct item *it,
+    const struct limiter_result *r, bool redis_failed, bool skipped,
+    const struct engine_verdict *v)
+{
+	struct engine_step st = { .stage = stage, .policy = it->p, .counting = it->counting,
+	    .lookup = it->lookup, .skipped = skipped, .redis_failed = redis_failed && it->active,
+	    .action = skipped ? POLICY_NONE : s->traced, .dry_run = s->traced_dry };
+
+	if (s->trace == NULL)
+		return;
+	st.redis_failed |= !redis_failed && it->lookup && r->failed;
+	if (it->counting) {
+		st.key = it->cnt.key;
+		st.count = r->count + it->held;
+		st.amount = it->cnt.amount;
+		st.limit = r->limit > 0 || r->field >= 0 || r->over ? r->limit : it->cnt.limit;
+		st.window_ms = it->cnt.window_ms;
+		st.retry_ms = r->retry_ms;
+		st.hit = r->over;
+	} else {
+		st.hit = it->hit;
+		st.key = it->lookup && it->hit ? it->found : NULL;
+	}
+	if (st.action == POLICY_REJECT || st.action == POLICY_TEMPFAIL ||
+	    (st.dry_run && it->p->reply != NULL))
+		st.reply = &v->reply;
+	s->trace(s->trace_arg, &st);
+}
+
 static enum policy_action
 run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 {
@@ -575,14 +622,20 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 		const struct limiter_result *r = it->active ? &w->res[it->check] : &none;
 		bool ends;
 
-		if ((it->counting && !it->active) || (covered && !it->outlives) ||
-		    (!redis_failed && r->skipped))
+		if (it->counting && !it->active)
 			continue;
+		if ((covered && !it->outlives) || (!redis_failed && r->skipped)) {
+			trace(s, stage, it, r, redis_failed, true, v);
+			continue;
+		}
 		stats_add(it->p->stats, STATS_CHECKED, 1);
+		s->traced = POLICY_NONE;
+		s->traced_dry = false;
 		if (it->counting)
 			ends = walk_count(s, stage, it, r, redis_failed, &covered, v);
 		else
 			ends = walk_list(s, stage, it, r, redis_failed, &covered, v);
+		trace(s, stage, it, r, redis_failed, false, v);
 		if (ends)
 			break;
 	}
@@ -636,19 +689,30 @@ settle_eom(struct session *s, struct engine_verdict *v)
 		const char *key = r->key + r->keyoff;
 		struct count_vars cv = { key, r->window_ms, out[j].res.retry_ms };
 
+		bool ends = false;
+
 		stats_add(p->stats, STATS_CHECKED, 1);
-		if (!out[j].res.over)
-			continue;
-		if (p->dry_run) {
+		s->traced = POLICY_NONE;
+		s->traced_dry = false;
+		if (out[j].res.over && p->dry_run)
 			dry_hit(s, p, POLICY_EOM, key, &info, &cv, v);
-			continue;
-		}
-		if (s->msg.accepted)
-			continue;
 		/* A refusal acts only if it is the one that stopped the call;
 		 * discard, quarantine and accept act as at RCPT. */
-		if ((!refuses(p->action) || refused) &&
-		    decide(s, p, p->action, POLICY_EOM, key, p->reply, &info, &cv, v))
+		else if (out[j].res.over && !s->msg.accepted &&
+		    (!refuses(p->action) || refused))
+			ends = decide(s, p, p->action, POLICY_EOM, key, p->reply, &info, &cv, v);
+		if (s->trace != NULL) {
+			struct engine_step st = { .stage = POLICY_EOM, .policy = p,
+			    .counting = true, .hit = out[j].res.over, .key = key,
+			    .count = out[j].res.count, .amount = s->msg.size - r->amount,
+			    .limit = out[j].res.limit, .window_ms = r->window_ms,
+			    .retry_ms = out[j].res.retry_ms, .action = s->traced,
+			    .dry_run = s->traced_dry };
+			if (refuses(s->traced) || (s->traced_dry && p->reply != NULL))
+				st.reply = &v->reply;
+			s->trace(s->trace_arg, &st);
+		}
+		if (ends)
 			break;
 	}
 	/* Refused: the ledger is empty already (given back in the call). */

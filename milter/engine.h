@@ -34,6 +34,31 @@ struct engine_verdict {
 };
 
 /*
+ * What policy-milter-ctl explain shows of one policy at one stage: with
+ * s->trace set, engine_run reports every policy it looks at, in file order,
+ * after deciding what it does.  With s->peek also set, Redis is only read
+ * (limiter.h LIMITER_PEEK): counts look as they would for this message,
+ * units it would have reserved at earlier stages included, and nothing is
+ * counted, recorded or given back.
+ */
+struct engine_step {
+	enum policy_stage stage;
+	const struct cfg_policy *policy;
+	bool counting;             /* a rate limit */
+	bool lookup;               /* its live list was looked up */
+	bool skipped;              /* an accept before it covers it: not examined */
+	bool redis_failed;         /* Redis could not answer for it */
+	bool hit;                  /* in its list, or over its limit */
+	const char *key;           /* counts: its key; live hits: "live:<member>" */
+	uint64_t count;            /* counts: units in the window (and this
+	                            * message's, peeking), before this one */
+	uint64_t amount, limit, window_ms, retry_ms;
+	enum policy_action action; /* what it did (POLICY_NONE: nothing) */
+	bool dry_run;              /* action is what it would have done */
+	const struct reply_out *reply;  /* the reply of a refusal, else NULL */
+};
+
+/*
  * Run stage for session s.  Returns v->action.  At POLICY_EOM a pending
  * discard or quarantine is returned when nothing refuses the message.
  */

@@ -45,6 +45,19 @@ ledger_add(struct session *s, const struct session_resv *add)
 	return 0;
 }
 
+uint64_t
+ledger_held(const struct session *s, const char *key, size_t keylen)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < s->msg.nresv; i++) {
+		const struct session_resv *r = &s->msg.resv[i];
+		if (r->keylen == keylen && memcmp(r->key, key, keylen) == 0)
+			n += r->amount;
+	}
+	return n;
+}
+
 bool
 ledger_holds(const struct session *s, const struct cfg_policy *p, const char *key,
     size_t keylen)
@@ -83,7 +96,8 @@ ledger_give_back(struct session *s)
 
 	if (s->msg.nresv == 0)
 		return;
-	if (s->cfg != NULL && s->cfg->redis != NULL &&
+	/* Peeking, nothing was reserved in Redis: nothing goes back. */
+	if (!s->peek && s->cfg != NULL && s->cfg->redis != NULL &&
 	    (b = calloc(s->msg.nresv, sizeof(*b))) != NULL) {
 		for (size_t i = 0; i < s->msg.nresv; i++)
 			b[i] = (struct limiter_back){ s->msg.resv[i].key, s->msg.resv[i].keylen,
@@ -132,7 +146,13 @@ ledger_settle(struct session *s, bool covered, struct ledger_check *out,
 			checks[nc++] = (struct limiter_check){ .key = r->key,
 			    .keylen = r->keylen, .limit = r->limit, .window_ms = r->window_ms,
 			    .amount = s->msg.size - r->amount,
-			    .on_over = covered ? LIMITER_SOFT : ledger_on_over(r->policy) };
+			    .on_over = covered ? LIMITER_SOFT : ledger_on_over(r->policy),
+			    .keyoff = r->keyoff };
+			if (r->policy->keys != NULL) {
+				checks[nc - 1].override_key = r->policy->keys->override_key;
+				checks[nc - 1].top_key = r->policy->keys->top_key;
+				checks[nc - 1].topn_key = r->policy->keys->topn_key;
+			}
 		} else if (s->msg.size < r->amount) {
 			always[na++] = (struct limiter_back){ r->key, r->keylen, r->field,
 			    r->amount - s->msg.size };
@@ -143,7 +163,8 @@ ledger_settle(struct session *s, bool covered, struct ledger_check *out,
 		rc = 0;
 		goto out;
 	}
-	if (limiter_run(s->cfg->redis->store, checks, nc, LIMITER_RESERVE, always, na,
+	if (limiter_run(s->cfg->redis->store, checks, nc,
+	    s->peek ? LIMITER_PEEK : LIMITER_RESERVE, always, na,
 	    all, nres, refused, &stop, res, err, errlen) != 0)
 		goto out;
 	for (size_t j = 0; j < nc; j++)

@@ -33,6 +33,8 @@ enum limiter_over ledger_on_over(const struct cfg_policy *p);
 /* Remember a reservation (copies r->key).  0, or -1 without memory. */
 int ledger_add(struct session *s, const struct session_resv *r);
 
+/* The units the message holds under this full key (of any policy). */
+uint64_t ledger_held(const struct session *s, const char *key, size_t keylen);
 /* Does the message hold units of policy p under this key already? */
 bool ledger_holds(const struct session *s, const struct cfg_policy *p,
     const char *key, size_t keylen);

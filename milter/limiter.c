@@ -39,6 +39,32 @@ limiter_bucket_ms(uint64_t window_ms)
 }
 
 int
+limiter_keys(const char *prefix, const char *policy, struct limiter_keys *k)
+{
+	size_t len = sizeof(k->override_key);
+
+	if ((size_t)snprintf(k->override_key, len, "%soverride:%s", prefix, policy) >= len ||
+	    (size_t)snprintf(k->top_key, len, "%stop:%s", prefix, policy) >= len ||
+	    (size_t)snprintf(k->topn_key, len, "%stopn:%s", prefix, policy) >= len)
+		return -1;
+	return 0;
+}
+
+size_t
+limiter_counter_key(const char *prefix, const char *policy, const char *key,
+    size_t keylen, char *buf, size_t len, size_t *total)
+{
+	int n = snprintf(buf, len, "%srl:%s:", prefix, policy);
+
+	if (n < 0 || (size_t)n + keylen + 1 > len)
+		return 0;
+	memcpy(buf + n, key, keylen);
+	buf[(size_t)n + keylen] = '\0';
+	*total = (size_t)n + keylen;
+	return (size_t)n;
+}
+
+int
 limiter_decode(const redisReply *r, size_t nc, bool *refused, size_t *stop,
     struct limiter_result *res, char *err, size_t errlen)
 {
@@ -47,7 +73,7 @@ limiter_decode(const redisReply *r, size_t nc, bool *refused, size_t *stop,
 		    r->str);
 		return -1;
 	}
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 + nc * 4) {
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 + nc * 5) {
 		snprintf(err, errlen, "policy script: unexpected reply");
 		return -1;
 	}
@@ -64,13 +90,14 @@ limiter_decode(const redisReply *r, size_t nc, bool *refused, size_t *stop,
 	*refused = r->element[0]->integer != 0;
 	*stop = (size_t)r->element[1]->integer;
 	for (size_t i = 0; i < nc; i++) {
-		redisReply **e = r->element + 2 + i * 4;
+		redisReply **e = r->element + 2 + i * 5;
 		res[i].skipped = e[0]->integer == -2;
 		res[i].failed = e[0]->integer == -1;
 		res[i].over = e[0]->integer > 0;
 		res[i].count = e[1]->integer > 0 ? (uint64_t)e[1]->integer : 0;
 		res[i].retry_ms = e[2]->integer > 0 ? (uint64_t)e[2]->integer : 0;
 		res[i].field = e[3]->integer;
+		res[i].limit = e[4]->integer > 0 ? (uint64_t)e[4]->integer : 0;
 	}
 	return 0;
 }
@@ -81,7 +108,7 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
     const struct limiter_back *if_refused, size_t nr,
     bool *refused, size_t *stop, struct limiter_result *res, char *err, size_t errlen)
 {
-	size_t nkeys = nc + na + nr, nargs = 5 + (na + nr) * 2, first_back;
+	size_t nkeys = nc + na + nr, nargs = 5 + (na + nr) * 2, first_back, next;
 	/* ARGV[1], the deadline, is the store's (store_script.deadline). */
 	const char **keys, **args;
 	size_t *keylens, *arglens;
@@ -91,8 +118,12 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 	size_t k = 0, a = 0, u = 0;
 	int rc = -1;
 
-	for (size_t i = 0; i < nc; i++)
-		nargs += checks[i].nmembers > 0 ? 4 + checks[i].nmembers : 6;
+	for (size_t i = 0; i < nc; i++) {
+		nargs += checks[i].nmembers > 0 ? 4 + checks[i].nmembers : 9;
+		if (checks[i].nmembers == 0)
+			nkeys += (checks[i].override_key != NULL) + 2 * (checks[i].top_key != NULL);
+
+	}
 	/* Lua counts from 1, and the deadline comes first. */
 	first_back = nargs - (na + nr) * 2 + 2;
 	/* One allocation: key and argument pointers, their lengths, then the
@@ -116,6 +147,7 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 #define ARG_C(c) ARG_F("%c", c)
 #define ARG_ON_OVER(c) (c->outlives_accept ? ARG_F("%c+", wire(c->on_over)) : \
 	ARG_C(wire(c->on_over)))
+	next = nc + na + nr;
 	ARG_U(nc);
 	ARG_U(reserve);
 	ARG_U(na);
@@ -143,6 +175,21 @@ limiter_run(struct store *st, const struct limiter_check *checks, size_t nc,
 		ARG_U(limiter_bucket_ms(c->window_ms));
 		ARG_U(c->amount);
 		ARG_ON_OVER(c);
+		/* The override and record keys go after the give-backs' (Lua
+		 * counts from 1: KEYS[next + 1] is keys[next]). */
+		ARG_U(c->override_key != NULL ? next + 1 : 0);
+		if (c->override_key != NULL) {
+			keys[next] = c->override_key;
+			keylens[next++] = strlen(c->override_key);
+		}
+		ARG_U(c->top_key != NULL ? next + 1 : 0);
+		if (c->top_key != NULL) {
+			keys[next] = c->top_key;
+			keylens[next++] = strlen(c->top_key);
+			keys[next] = c->topn_key;
+			keylens[next++] = strlen(c->topn_key);
+		}
+		ARG_U(c->keyoff);
 	}
 	for (size_t pass = 0; pass < 2; pass++) {
 		const struct limiter_back *b = pass == 0 ? always : if_refused;

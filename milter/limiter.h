@@ -80,6 +80,16 @@ struct limiter_check {
 	                            * LIMITER_REFUSE, else soft (0 too) */
 	bool outlives_accept;      /* an accept earlier in the call does not
 	                            * cover this check (message-level at RCPT) */
+	/*
+	 * Counts: the policy's override hash (limiter_keys) whose field
+	 * key[keyoff..] holds a limit for this key that replaces limit, and
+	 * its refusal record, where a refusal of this check is noted (member
+	 * key[keyoff..]).  NULL: none.
+	 */
+	const char *override_key;
+	const char *top_key;       /* the record ... */
+	const char *topn_key;      /* ... and its counts; set with top_key */
+	size_t keyoff;
 };
 
 struct limiter_back {
@@ -95,6 +105,11 @@ enum limiter_reserve {
 	/* Reserve only if a check with 'a' stops the call: used when a later
 	 * in-memory policy will refuse unless an allow-list hit comes first. */
 	LIMITER_RESERVE_IF_ACCEPTED = 2,
+	/* Change nothing at all, not even expired buckets, members or
+	 * overrides, record no refusal, give nothing back; report in field
+	 * what LIMITER_RESERVE would have reserved (policy-milter-ctl show and
+	 * explain). */
+	LIMITER_PEEK = 3,
 };
 
 struct limiter_result {
@@ -106,7 +121,29 @@ struct limiter_result {
 	uint64_t retry_ms;         /* when over: until there is room (0: never);
 	                            * lookups: the member's expiry (0: never) */
 	int64_t field;             /* when reserved: the bucket, else -1 */
+	uint64_t limit;            /* counts: the limit in force (an override's) */
 };
+
+/*
+ * The Redis keys that belong to a counting policy beside its counters,
+ * under prefix: its override hash "<prefix>override:<policy>" (field: the
+ * policy's key, value: "<limit> <expiry ms>", expiry 0 for never), its
+ * refusal record "<prefix>top:<policy>" (sorted set: member the key, score
+ * the last refusal in ms) and the record's counts "<prefix>topn:<policy>"
+ * (hash: member, refusals).
+ */
+struct limiter_keys {
+	char override_key[400];
+	char top_key[400];
+	char topn_key[400];
+};
+/* Fills k; returns 0, or -1 when prefix and policy are too long. */
+int limiter_keys(const char *prefix, const char *policy, struct limiter_keys *k);
+
+/* The counter key of a policy's own key: "<prefix>rl:<policy>:<key>".
+ * Returns where key starts in it (its keyoff), or 0 when it does not fit. */
+size_t limiter_counter_key(const char *prefix, const char *policy, const char *key,
+    size_t keylen, char *buf, size_t len, size_t *total);
 
 /* The bucket width for a window. */
 uint64_t limiter_bucket_ms(uint64_t window_ms);

@@ -5,16 +5,25 @@
 -- by hand with redis-cli --eval.
 --
 -- KEYS: the nc checked keys (counters or live lists), then the na "always"
--- and nr "if refused" give-back keys.
+-- and nr "if refused" give-back keys, then the counts' override and top
+-- keys.
 -- ARGV: deadline, nc, reserve mode, na, nr, the index of the first
 -- give-back argument; then per check either
---   'c', limit, window ms, bucket ms, amount, on-over        (a count)
---   'l', on-over, on-fail, m, member 1 .. member m           (a lookup)
+--   'c', limit, window ms, bucket ms, amount, on-over, o, t, k   (a count)
+--   'l', on-over, on-fail, m, member 1 .. member m               (a lookup)
 -- and per give-back: field, amount.
--- Returns { refused, stop, then per check: over, count, retry ms, field };
--- over is -1 for a lookup whose key is not a sorted set, -2 for a check an
--- accept covered (not examined).  stop is the index of the refusing check,
--- else of the first accepting one, else nc.
+-- For a count, o is the index in KEYS of its policy's override hash and t
+-- of its refusal record (t + 1: the record's counts), 0 for none; k is where
+-- the policy's own key starts in the counted key (the field or member
+-- that stands for it there).
+-- Reserve mode: 0 reserve nothing, 1 reserve unless refused, 2 only if an
+-- accept stopped the call, 3 peek: change nothing at all (the ctl tool's
+-- show and explain), report what mode 1 would have reserved.
+-- Returns { refused, stop, then per check: over, count, retry ms, field,
+-- limit }; over is -1 for a lookup whose key is not a sorted set, -2 for a
+-- check an accept covered (not examined); limit is the one in force (an
+-- override's, if any; 0 for lookups).  stop is the index of the refusing
+-- check, else of the first accepting one, else nc.
 --
 -- deadline is when the caller stops waiting, in Redis's clock (ms).  A call
 -- with checks that Redis only reaches after it (Redis was stalled) changes
@@ -35,6 +44,7 @@ if nc > 0 and deadline ~= nil and now > deadline then
     ' ms after its deadline; nothing was changed')
 end
 local function int(x) return string.format('%.0f', x) end
+local writes = mode ~= '3'
 
 -- Units in the buckets that reach into the last window; drop older ones.
 local function usage(key, window, bucket)
@@ -44,7 +54,7 @@ local function usage(key, window, bucket)
   for i = 1, #all, 2 do
     local f, v = tonumber(all[i]), tonumber(all[i + 1])
     if f == nil or v == nil or f < oldest then
-      redis.call('HDEL', key, all[i])
+      if writes then redis.call('HDEL', key, all[i]) end
     else
       sum = sum + v
       live[#live + 1] = { f, v }
@@ -77,8 +87,10 @@ local function lookup(key, a, m)
   local ty = redis.call('TYPE', key)['ok']
   if ty ~= 'zset' then return (ty == 'none') and 0 or -1, 0 end
   local nows = now / 1000
-  local old = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)
-  if #old > 0 then redis.call('ZREM', key, unpack(old)) end
+  if writes then
+    local old = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)
+    if #old > 0 then redis.call('ZREM', key, unpack(old)) end
+  end
   for j = 1, m do
     local score = redis.call('ZSCORE', key, ARGV[a + j])
     if score then
@@ -87,10 +99,50 @@ local function lookup(key, a, m)
         if e == nil or e >= 9e15 then e = 0 end
         return j, math.floor(e)
       end
-      redis.call('ZREM', key, ARGV[a + j])
+      if writes then redis.call('ZREM', key, ARGV[a + j]) end
     end
   end
   return 0, 0
+end
+
+-- The limit in force for field (the policy's own key) of a count: an
+-- override set with policy-milter-ctl, "<limit> <expiry ms>" (0: never) in
+-- the policy's override hash, else the configured one.  An expired override
+-- counts as absent and is deleted.
+local function limit_of(ovk, field, limit)
+  local v = redis.call('HGET', ovk, field)
+  if not v then return limit end
+  local l, e = string.match(v, '^(%d+) (%d+)$')
+  if l == nil then return limit end
+  e = tonumber(e)
+  if e > 0 and e <= now then
+    if writes then redis.call('HDEL', ovk, field) end
+    return limit
+  end
+  return tonumber(l)
+end
+
+-- A refusal of member by a count, for policy-milter-ctl top: the sorted set
+-- topk (score: time of the last refusal, ms) and the hash topn (refusals
+-- since the member's last pause of a whole window), both at most TOP
+-- members (the least recent go) and gone a window after the last refusal.
+local TOP = 256
+local function record(topk, topn, member, window)
+  local last = tonumber(redis.call('ZSCORE', topk, member))
+  if last ~= nil and last >= now - window then
+    redis.call('HINCRBY', topn, member, 1)
+  else
+    redis.call('HSET', topn, member, 1)
+  end
+  redis.call('ZADD', topk, int(now), member)
+  local n = redis.call('ZCARD', topk)
+  if n > TOP then
+    local old = redis.call('ZRANGE', topk, 0, n - TOP - 1)
+    redis.call('ZREMRANGEBYRANK', topk, 0, n - TOP - 1)
+    redis.call('HDEL', topn, unpack(old))
+  end
+  redis.call('PEXPIRE', topk, int(window))
+  redis.call('PEXPIRE', topn, int(window))
 end
 
 local function give_back(key, field, amount)
@@ -108,15 +160,15 @@ end
 -- found in its list) with 'r', or a lookup that failed with on-fail 'r'
 -- (its policy tempfails then).  An accept ends it for every check that it
 -- covers: those are not examined (over -2); the others go on.
-local res, over, counts, retries, at = { 0, nc }, {}, {}, {}, {}
+local res, over, counts, retries, at, limits = { 0, nc }, {}, {}, {}, {}, {}
 local stop, refused, accepted = nc, false, false
 local a = 7
 for i = 1, nc do
   local lookup_check = ARGV[a] == 'l'
   local on_over = lookup_check and ARGV[a + 1] or ARGV[a + 5]
   local act, outlives = string.sub(on_over, 1, 1), string.sub(on_over, 2, 2) == '+'
-  local failed_stops, next_a = false, a + 6
-  at[i], counts[i], retries[i], over[i] = a, 0, 0, false
+  local failed_stops, next_a = false, a + 9
+  at[i], counts[i], retries[i], over[i], limits[i] = a, 0, 0, false, 0
   if lookup_check then next_a = a + 4 + tonumber(ARGV[a + 3]) end
   if accepted and not outlives then
     over[i] = -2
@@ -129,12 +181,20 @@ for i = 1, nc do
     end
   else
     local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    local amount = tonumber(ARGV[a + 4])
+    local amount, ovk, k = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 8])
+    if ovk > 0 then limit = limit_of(KEYS[ovk], string.sub(KEYS[i], k + 1), limit) end
     local sum, live = usage(KEYS[i], window, bucket)
-    counts[i] = sum
+    counts[i], limits[i] = sum, limit
     if sum + amount > limit then
       over[i] = true
       if amount <= limit then retries[i] = retry(live, sum + amount - limit, window, bucket) end
+    end
+  end
+  if over[i] == true and act == 'r' and not lookup_check and writes then
+    local t = tonumber(ARGV[a + 7])
+    if t > 0 then
+      record(KEYS[t], KEYS[t + 1], string.sub(KEYS[i], tonumber(ARGV[a + 8]) + 1),
+        tonumber(ARGV[a + 2]))
     end
   end
   a = next_a
@@ -152,19 +212,21 @@ end
 -- the same reservations, must not be returned a second time).  Otherwise the
 -- reservations the mode asks for, then 3. the "always" give-backs.
 local fields = {}
-if refused then
+if refused and writes then
   for j = 1, nr do
     local g = gb + na * 2 + (j - 1) * 2
     give_back(KEYS[nc + na + j], ARGV[g], tonumber(ARGV[g + 1]))
   end
-else
-  if mode == '1' or (mode == '2' and accepted) then
+elseif not refused then
+  if mode == '1' or mode == '3' or (mode == '2' and accepted) then
     for i = 1, nc do
       local c = at[i]
       if over[i] == false and ARGV[c] == 'c' then
         local window, bucket, amount = tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3]), tonumber(ARGV[c + 4])
         local f = math.floor(now / bucket) * bucket
-        if amount > 0 then
+        if not writes then
+          -- peek: what mode 1 would have reserved, nothing written
+        elseif amount > 0 then
           redis.call('HINCRBY', KEYS[i], int(f), int(amount))
           redis.call('PEXPIRE', KEYS[i], int(window + bucket + 1))
         elseif redis.call('EXISTS', KEYS[i]) == 1 then
@@ -174,7 +236,7 @@ else
       end
     end
   end
-  for j = 1, na do
+  for j = 1, writes and na or 0 do
     local g = gb + (j - 1) * 2
     give_back(KEYS[nc + j], ARGV[g], tonumber(ARGV[g + 1]))
   end
@@ -188,5 +250,6 @@ for i = 1, nc do
   res[#res + 1] = counts[i] or 0
   res[#res + 1] = retries[i] or 0
   res[#res + 1] = fields[i] or -1
+  res[#res + 1] = limits[i] or 0
 end
 return res

@@ -27,6 +27,8 @@
 #include "policies/policy.h"
 
 /* Units a rate limit reserved for the message in progress (ledger.h). */
+struct engine_step;
+
 struct session_resv {
 	const struct cfg_policy *policy;
 	char *key;                 /* the full Redis key */
@@ -68,6 +70,13 @@ struct session {
 	unsigned long nr_flags;    /* SMFIP_NR_* the MTA agreed to (callbacks.c) */
 	struct session_msg msg;
 	void *scratch;             /* the engine's per-stage work space */
+	/* policy-milter-ctl explain (engine.h): change nothing in Redis, and
+	 * report each policy's part through trace. */
+	bool peek;
+	void (*trace)(void *arg, const struct engine_step *step);
+	void *trace_arg;
+	enum policy_action traced;     /* what the policy being walked did */
+	bool traced_dry;
 };
 
 /* A new session holding a reference to cfg (may be NULL: no config). */

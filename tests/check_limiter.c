@@ -209,7 +209,8 @@ static struct limiter_check
 check_of(const char *key, size_t len, uint64_t limit, uint64_t window,
     uint64_t amount, char on_over)
 {
-	struct limiter_check c = { key, len, limit, window, amount, on_over, NULL, NULL, 0, LIMITER_SOFT, false };
+	struct limiter_check c = { key, len, limit, window, amount, on_over, NULL, NULL, 0,
+	    LIMITER_SOFT, false, NULL, NULL, NULL, 0 };
 
 	return c;
 }
@@ -1065,13 +1066,13 @@ raw_call(const char *label, const char *deadline, const char *key, bool give_bac
 {
 	char fieldtext[24], err[256] = "";
 	const char *keys[1] = { key };
-	const char *check[12] = { deadline, "1", "1", "0", "0", "13",
-	    "c", "10", "60000", "1000", "1", "r" };
+	const char *check[15] = { deadline, "1", "1", "0", "0", "16",
+	    "c", "10", "60000", "1000", "1", "r", "0", "0", "0" };
 	const char *back[8] = { deadline, "0", "0", "1", "0", "7", fieldtext, "1" };
 	redisReply *r;
 
 	snprintf(fieldtext, sizeof(fieldtext), "%" PRId64, field);
-	r = store_eval(st, &raw_script, 1, keys, NULL, give_back ? 8 : 12,
+	r = store_eval(st, &raw_script, 1, keys, NULL, give_back ? 8 : 15,
 	    give_back ? back : check, NULL, err, sizeof(err));
 	ck_assert_msg(r != NULL, "%s: store_eval: %s", label, err);
 	return r;
@@ -1095,7 +1096,7 @@ START_TEST(test_deadline_script)
 	    "a call past its deadline created its key");
 
 	r = raw_call("future", future, "lim:late:a", false, 0);
-	ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 6,
+	ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 7,
 	    "a call before its deadline: reply type %d", r->type);
 	field = r->element[5]->integer;
 	store_reply_free(r);
