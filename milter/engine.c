@@ -545,6 +545,8 @@ walk_count(struct session *s, enum policy_stage stage, struct item *it,
 		    decide(s, p, POLICY_TEMPFAIL, stage, it->cnt.key,
 		    s->cfg->redis_error_reply, &it->info, NULL, v);
 	}
+	/* ${limit} is the limit in force: an override's, if any. */
+	it->info.limit = r->limit;
 	if (r->over) {
 		if (p->dry_run) {
 			dry_hit(s, p, stage, it->cnt.key, &it->info, &cv, v);
@@ -587,7 +589,7 @@ trace(const struct session *s, enum policy_stage stage, const struct item *it,
 		st.key = it->cnt.key;
 		st.count = r->count + it->held;
 		st.amount = it->cnt.amount;
-		st.limit = r->limit > 0 || r->field >= 0 || r->over ? r->limit : it->cnt.limit;
+		st.limit = skipped || redis_failed ? it->cnt.limit : r->limit;
 		st.window_ms = it->cnt.window_ms;
 		st.retry_ms = r->retry_ms;
 		st.hit = r->over;
@@ -685,7 +687,7 @@ settle_eom(struct session *s, struct engine_verdict *v)
 	for (size_t j = 0; j < nout; j++) {
 		const struct session_resv *r = out[j].resv;
 		const struct cfg_policy *p = r->policy;
-		struct policy_hit info = { r->limit, true };
+		struct policy_hit info = { out[j].res.limit, true };
 		const char *key = r->key + r->keyoff;
 		struct count_vars cv = { key, r->window_ms, out[j].res.retry_ms };
 

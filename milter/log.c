@@ -17,6 +17,7 @@
 static bool log_stderr;
 static bool log_journal;         /* stderr is journald's stream */
 static bool log_debug;
+static int log_threshold = LOG_DEBUG;   /* log_quiet() raises it */
 
 /*
  * systemd sets JOURNAL_STREAM to "device:inode" of the stream it connects
@@ -55,6 +56,12 @@ log_close(void)
 		closelog();
 }
 
+void
+log_quiet(void)
+{
+	log_threshold = LOG_WARNING;
+}
+
 bool
 log_debug_enabled(void)
 {
@@ -79,7 +86,7 @@ log_v(int priority, const char *fmt, va_list ap)
 {
 	char buf[2048];
 
-	if (priority == LOG_DEBUG && !log_debug)
+	if ((priority == LOG_DEBUG && !log_debug) || (priority & LOG_PRIMASK) > log_threshold)
 		return;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	if (log_journal) {

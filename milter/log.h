@@ -24,6 +24,8 @@
 void log_open(bool to_stderr, bool debug);
 void log_close(void);
 bool log_debug_enabled(void);
+/* Drop notices and below from now on (the ctl tool: only trouble). */
+void log_quiet(void);
 
 /* priority is a syslog level: LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG. */
 void log_msg(int priority, const char *fmt, ...)

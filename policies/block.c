@@ -25,7 +25,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include <stdlib.h>
+
 #include "milter/addr.h"
+#include "policies/canon.h"
 #include "policies/matcher.h"
 #include "policies/policy.h"
 
@@ -336,6 +339,127 @@ block_members(const void *settings, enum policy_stage stage,
 	return out->n;
 }
 
+/* ---- live-list entries from an operator (policy-milter-ctl block) */
+
+/* prefix + canonical domain d into out. */
+static void
+domain_entry(const char *prefix, const char *d, char *out, size_t outlen)
+{
+	char buf[CANON_SIZE(1100)];
+
+	canon_domain(d, buf, sizeof(buf));
+	snprintf(out, outlen, "%s%s", prefix, buf);
+}
+
+/*
+ * The member for entry: the entry in the syntax of the static lists
+ * (policies/matcher.h; no regular expressions), written as block_members
+ * writes the members it looks up.  A value it should match (probe) is then
+ * run through block_members, which must name the member: an entry the
+ * milter would never look up is refused rather than stored in vain.
+ */
+static int
+block_live_entry(const void *settings, const char *entry, char *out, size_t outlen,
+    char *why, size_t whylen)
+{
+	const struct block_settings *s = settings;
+	enum matcher_kind kind = matches[s->bm].kind;
+	char probe[CANON_SIZE(1100) + 8];
+	struct policy_msg msg = { "", "", "", "", "", 0, false, 0, 0 };
+	struct policy_members *mem;
+	struct matcher *m;
+	int rc;
+
+	if (!s->redis) {
+		snprintf(why, whylen, "the policy has no live list (redis = true)");
+		return -1;
+	}
+	if (entry[0] == '/') {
+		snprintf(why, whylen, "\"%s\": regular expressions are not looked up in "
+		    "live lists", entry);
+		return -1;
+	}
+	if (strlen(entry) > POLICY_MEMBER_VALUE_MAX) {
+		snprintf(why, whylen, "longer than %d octets", POLICY_MEMBER_VALUE_MAX);
+		return -1;
+	}
+	/* The static lists' syntax decides what is an entry. */
+	if ((m = matcher_new(kind)) == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	rc = matcher_add(m, entry, why, whylen);
+	matcher_free(m);
+	if (rc != 0)
+		return -1;
+	switch (kind) {
+	case MATCHER_CLIENT: {
+		struct addr_net net;
+		char ip[INET6_ADDRSTRLEN];
+		bool v4;
+
+		if (addr_parse_net(entry, &net, why, whylen) != 0)
+			return -1;
+		v4 = memcmp(net.ip.b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0;
+		inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? net.ip.b + 12 : net.ip.b, ip, sizeof(ip));
+		if (strchr(entry, '/') == NULL)
+			snprintf(out, outlen, "%s", ip);
+		else
+			snprintf(out, outlen, "%s/%u", ip, v4 ? net.prefix - 96 : net.prefix);
+		snprintf(probe, sizeof(probe), "%s", ip);
+		break;
+	}
+	case MATCHER_ADDRESS:
+		if (strcmp(entry, "<>") == 0) {
+			snprintf(out, outlen, "<>");
+			snprintf(probe, sizeof(probe), "<>");
+		} else if (entry[0] == '@' || entry[0] == '.') {
+			domain_entry(entry[0] == '@' ? "@" : ".", entry + 1, out, outlen);
+			snprintf(probe, sizeof(probe), "x@%s", out + 1);
+		} else {
+			if (canon_address(entry, 0, out, outlen, why, whylen) != 0)
+				return -1;
+			snprintf(probe, sizeof(probe), "%s", out);
+		}
+		break;
+	case MATCHER_DOMAIN:
+		if (entry[0] == '@' || entry[0] == '.')
+			domain_entry(entry[0] == '@' ? "@" : ".", entry + 1, out, outlen);
+		else
+			domain_entry("", entry, out, outlen);
+		snprintf(probe, sizeof(probe), "x@%s", out + (out[0] == '@' || out[0] == '.'));
+		break;
+	case MATCHER_NAME:
+		if (entry[0] == '.')
+			domain_entry(".", entry + 1, out, outlen);
+		else
+			domain_entry("", entry, out, outlen);
+		snprintf(probe, sizeof(probe), "%s", out + (out[0] == '.'));
+		break;
+	}
+	switch (s->bm) {
+	case BM_SENDER: case BM_SENDER_DOMAIN: msg.sender = probe; break;
+	case BM_CLIENT: msg.client_ip = probe; break;
+	case BM_HELO: msg.helo = probe; break;
+	case BM_RCPT: case BM_RCPT_DOMAIN: msg.rcpt = probe; break;
+	case BM_SASL_USER: msg.sasl_user = probe; break;
+	case BM_COUNT: break;
+	}
+	if ((mem = malloc(sizeof(*mem))) == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	rc = -1;
+	for (size_t i = 0, n = block_members(s, matches[s->bm].stage, &msg, mem); i < n; i++)
+		if (mem->len[i] == strlen(out) && memcmp(mem->v[i], out, mem->len[i]) == 0)
+			rc = 0;
+	free(mem);
+	if (rc != 0)
+		snprintf(why, whylen, "\"%s\" (as \"%s\") would never be looked up for "
+		    "match = \"%s\"", entry, out, matches[s->bm].name);
+	return rc;
+}
+
 /* Recipient lists judge the recipient; the others are decided before RCPT. */
 static bool
 block_per_recipient(const void *settings)
@@ -359,6 +483,7 @@ const struct policy_type policy_type_block = {
 	.live = block_live,
 	.members = block_members,
 	.per_recipient = block_per_recipient,
+	.live_entry = block_live_entry,
 	.default_reject = "550 5.7.1 Access denied by policy ${policy}",
 	.default_tempfail = "450 4.7.1 Access temporarily denied by policy ${policy}",
 };

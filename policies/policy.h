@@ -183,6 +183,22 @@ struct policy_type {
 	 * and byte rate limits) still run.  NULL: false.
 	 */
 	bool (*per_recipient)(const void *settings);
+	/*
+	 * policy-milter-ctl.  Counting types: the key for the parts an operator
+	 * gives (one per key part, in the order of the policy's settings),
+	 * canonical as count() makes it, into c->key and c->keylen; the names
+	 * of the parts are in parts_of.  0, or -1 with why.  NULL: none.
+	 */
+	int (*key_of)(const void *settings, const char *const *parts, size_t nparts,
+	    struct policy_count *c, char *why, size_t whylen);
+	size_t (*parts_of)(const void *settings, const char **names, size_t max);
+	/*
+	 * Live lists: the member that stands for an operator's entry, written
+	 * as members() writes the members it looks up (so that it is found).
+	 * 0, or -1 with why.  NULL: none.
+	 */
+	int (*live_entry)(const void *settings, const char *entry, char *out,
+	    size_t outlen, char *why, size_t whylen);
 	const char *default_reject;             /* reply when none is configured */
 	const char *default_tempfail;
 };

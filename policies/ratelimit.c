@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
+#include "milter/addr.h"
 #include "policies/canon.h"
 #include "policies/policy.h"
 
@@ -200,6 +203,107 @@ ratelimit_count(const void *settings, enum policy_stage stage,
 	return true;
 }
 
+/* A domain part from an operator: a domain, or an address for its domain. */
+static int
+domain_part(const char *given, char *buf, size_t len, char *why, size_t whylen)
+{
+	char addr[CANON_SIZE(1100)];
+
+	if (strchr(given, '@') == NULL) {
+		canon_domain(given, buf, len);
+		return 0;
+	}
+	if (canon_address(given, 0, addr, sizeof(addr), why, whylen) != 0)
+		return -1;
+	canon_domain_of(addr, buf, len);
+	return 0;
+}
+
+static int
+ratelimit_key_of(const void *settings, const char *const *parts, size_t nparts,
+    struct policy_count *c, char *why, size_t whylen)
+{
+	const struct ratelimit_settings *s = settings;
+	char buf[CANON_SIZE(1100)], ip[64];
+	struct addr_ip a;
+
+	if (nparts != s->nparts) {
+		snprintf(why, whylen, "the key has %zu part%s (", s->nparts,
+		    s->nparts == 1 ? "" : "s");
+		for (size_t i = 0; i < s->nparts; i++)
+			snprintf(why + strlen(why), whylen - strlen(why), "%s%s",
+			    i ? ", " : "", part_names[s->parts[i]]);
+		snprintf(why + strlen(why), whylen - strlen(why), "), %zu given", nparts);
+		return -1;
+	}
+	c->keylen = 0;
+	c->key[0] = '\0';
+	for (size_t i = 0; i < nparts; i++) {
+		const char *p = parts[i];
+		int rc = 0;
+
+		if (strlen(p) > 1024) {
+			snprintf(why, whylen, "%s: longer than 1024 octets", part_names[s->parts[i]]);
+			return -1;
+		}
+		switch (s->parts[i]) {
+		case KP_CLIENT_IP:
+		case KP_CLIENT_NET:
+			/* As the session writes it: inet_ntop, IPv4 without ::ffff:. */
+			snprintf(ip, sizeof(ip), "%.*s", (int)strcspn(p, "/"), p);
+			if (addr_parse_ip(ip, &a) != 0) {
+				snprintf(why, whylen, "%s: \"%s\" is not an IP address",
+				    part_names[s->parts[i]], p);
+				return -1;
+			}
+			if (memcmp(a.b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0)
+				inet_ntop(AF_INET, a.b + 12, ip, sizeof(ip));
+			else
+				inet_ntop(AF_INET6, a.b, ip, sizeof(ip));
+			if (s->parts[i] == KP_CLIENT_IP)
+				snprintf(buf, sizeof(buf), "%s", ip);
+			else
+				canon_client_net(ip, (unsigned)s->client_net_v4,
+				    (unsigned)s->client_net_v6, buf, sizeof(buf));
+			break;
+		case KP_HELO: canon_domain(p, buf, sizeof(buf)); break;
+		case KP_SENDER:
+		case KP_RCPT:
+			rc = canon_address(p, s->strip_extension ? CANON_STRIP_EXTENSION : 0,
+			    buf, sizeof(buf), why, whylen);
+			break;
+		case KP_SENDER_DOMAIN:
+		case KP_RCPT_DOMAIN:
+			rc = domain_part(p, buf, sizeof(buf), why, whylen);
+			break;
+		case KP_SASL_USER: canon_lower(p, buf, sizeof(buf)); break;
+		case KP_COUNT: buf[0] = '\0'; break;
+		}
+		if (rc != 0)
+			return -1;
+		if (!append_part(c, buf, i == 0)) {
+			snprintf(why, whylen, "%s: empty", part_names[s->parts[i]]);
+			return -1;
+		}
+	}
+	c->unit = s->unit;
+	c->amount = 1;
+	c->limit = s->limit;
+	c->window_ms = s->window_ms;
+	return 0;
+}
+
+static size_t
+ratelimit_parts_of(const void *settings, const char **names, size_t max)
+{
+	const struct ratelimit_settings *s = settings;
+	size_t n = 0;
+
+	for (; n < s->nparts && n < max; n++)
+		names[n] = part_names[s->parts[n]];
+	return n;
+}
+
 static bool
 ratelimit_per_recipient(const void *settings)
 {
@@ -216,6 +320,8 @@ const struct policy_type policy_type_ratelimit = {
 	.stages_of = ratelimit_stages,
 	.count = ratelimit_count,
 	.per_recipient = ratelimit_per_recipient,
+	.key_of = ratelimit_key_of,
+	.parts_of = ratelimit_parts_of,
 	.uses_store = true,
 	.default_reject = "550 5.7.1 Rate limit of ${limit} per ${window} reached for ${key}",
 	.default_tempfail = "451 4.7.1 Rate limit reached for ${key}; try again in ${retry_after}",
