@@ -288,12 +288,16 @@ pm_setup() {
 PM_REDIS_SOCK=
 PM_REDIS_PID=
 
+# PM_REDIS_ARGS: more redis-server options (word-split), e.g.
+# "--enable-debug-command yes" for DEBUG DIGEST on Redis 7.
 redis_start() {  # start (or start again) the private Redis on $PM_TMP/redis/redis.sock
 	local d=${PM_REDIS_SOCK%/*} i=0
 	mkdir -p "$d"
+	# shellcheck disable=SC2086 # PM_REDIS_ARGS is split into options
 	redis-server --port 0 --unixsocket "$PM_REDIS_SOCK" --unixsocketperm 700 \
 		--save '' --appendonly no --daemonize yes \
-		--pidfile "$d/redis.pid" --dir "$d" --logfile "$d/redis.log" ||
+		--pidfile "$d/redis.pid" --dir "$d" --logfile "$d/redis.log" \
+		${PM_REDIS_ARGS:-} ||
 		return 1
 	until redis-cli -s "$PM_REDIS_SOCK" ping 2>/dev/null | grep -q PONG; do
 		[ "$i" -ge 50 ] && return 1

@@ -1,0 +1,265 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
+#
+# ctl.sh - policy-milter-ctl against a real Redis, with the daemon serving a
+# real Postfix (issue 10).  Every change made with the tool is shown to take
+# effect on the next SMTP transaction, with no reload (the milter's log is
+# checked for none):
+#
+#   1. check: the same verdicts as policy-milter -n (0, or 1 with file:line)
+#   2. show, top and stats after 5 messages from one sender (in four
+#      spellings) against a limit of 3: usage 3 of 3, full, retry within the
+#      window; top names the key with 2 refusals; stats counts 5 checked
+#      and 2 rejected; --json forms parsed
+#   3. override: 5 for one key lets 2 more through and the refusal says
+#      "at most 5"; list, del (then exit 1 for a second del) and the limit
+#      of 3 again; 0 refuses a key at once; --for expires by itself
+#   4. reset: the key's usage forgotten, a message accepted again
+#   5. block: add (any spelling) refuses the next MAIL, list and --json
+#      list show it, del lets it through, --for expires by itself; entries
+#      that can never match are refused (exit 2)
+#   6. explain: the verdict and the exact reply line the client got,
+#      exit 1 for a refusal and 0 for an acceptance, and DEBUG DIGEST
+#      unchanged across it, with an expired live entry and an expired
+#      override present that a counting call would have deleted
+#   7. usage errors exit 2
+#
+# Needs root (Postfix's master), postfix, swaks, redis-server, python3;
+# skips (77) without them.  TAP on stdout.  Runs in about half a minute.
+
+# SC2016: reply templates hold ${...} for the milter, not for the shell.
+# shellcheck disable=SC2016
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PM_REDIS_ARGS="--enable-debug-command yes"
+pm_setup
+
+CTL_BIN=${PM_CTL_BIN:-$top_builddir/policy-milter-ctl}
+[ -x "$CTL_BIN" ] || pm_bail "$CTL_BIN is not built"
+QUEUED='^250 2\.0\.0 Ok: queued as [0-9A-Za-z]+$'
+
+redis_start || pm_bail "cannot start Redis"
+postfix_start || pm_bail "cannot start Postfix"
+redis_cli DEBUG DIGEST >/dev/null 2>&1 || pm_bail "DEBUG DIGEST is not available"
+
+CONF=$PM_TMP/ctl.conf
+{
+	milter_config_head pmctl:
+	cat <<'EOF'
+policies = (
+  { name = "blocked-senders"; type = "block"; match = "sender";
+    entries = [ "static@bad.example" ]; redis = true; action = "reject"; },
+  { name = "per-sender"; type = "ratelimit"; key = [ "sender" ];
+    count = "messages"; limit = 3; window = "1h"; action = "reject";
+    reply = "550 5.7.1 ${sender}: at most ${limit} messages per ${window}"; },
+  { name = "per-domain"; type = "ratelimit"; key = [ "sender_domain", "rcpt_domain" ];
+    count = "recipients"; limit = 1000; window = "10m"; action = "tempfail"; }
+);
+EOF
+} >"$CONF"
+
+# ctl ARGS... : run the tool on our configuration; its output in OUT, status in RC.
+ctl() {
+	OUT=$("$CTL_BIN" -c "$CONF" "$@" 2>&1)
+	RC=$?
+}
+
+# json EXPR : evaluate a Python expression on the JSON document in $OUT (as d).
+json() {
+	printf '%s' "$OUT" | python3 -c 'import json, sys; d = json.load(sys.stdin); print('"$1"')' 2>&1
+}
+
+# One message from FROM to rcpt@example.net; prints the RCPT reply.
+rcpt_reply() {  # rcpt_reply FROM
+	local t
+	t=$(smtp_send --from "$1")
+	smtp_reply "$t" RCPT
+}
+
+# Is the message from FROM accepted (queued)?
+queued_from() {  # queued_from FROM
+	local t
+	t=$(smtp_send --from "$1")
+	printf '%s\n' "$t" | grep -Eq "^<-  ${QUEUED#^}"
+}
+
+digest() { redis_cli DEBUG DIGEST; }
+
+assert_milter_start "the milter starts" "$CONF" || pm_bail "no milter"
+
+# ---------------------------------------------------------------- 1. check
+ctl check
+assert_eq "check: exit 0 on a good configuration" 0 "$RC" "$OUT"
+assert_contains "check: says so" "configuration OK: $CONF" "$OUT"
+BAD=$PM_TMP/bad.conf
+sed 's/limit = 3;/limit = "three";/' "$CONF" >"$BAD"
+OUT=$("$CTL_BIN" -c "$BAD" check 2>&1); RC=$?
+assert_eq "check: exit 1 on a bad configuration" 1 "$RC" "$OUT"
+assert_match "check: the error names file:line" "^$(pm_ere_quote "$BAD"):[0-9]+: " "$OUT"
+"$PM_MILTER_BIN" -n -c "$BAD" >/dev/null 2>&1
+assert_eq "check: the same status as policy-milter -n" 1 "$?"
+
+# ---------------------------------------------------------------- 2. show, top, stats
+replies=()
+for from in alice@example.org Alice@Example.ORG '"alice"@example.org' \
+	ALICE@example.org. alice@EXAMPLE.org; do
+	replies+=("$(rcpt_reply "$from")")
+done
+ok=0 refused=0
+for r in "${replies[@]}"; do
+	case $r in
+	'250 2.1.5 Ok') ok=$((ok + 1)) ;;
+	'550 5.7.1 alice@example.org: at most 3 messages per 60m') refused=$((refused + 1)) ;;
+	esac
+done
+assert_eq "traffic: 3 of 5 spellings of one sender accepted, 2 refused" "3 2" "$ok $refused" \
+	"$(printf '%s\n' "${replies[@]}")"
+
+ctl show per-sender 'Alice@Example.ORG.'
+assert_eq "show: exit 0" 0 "$RC" "$OUT"
+assert_contains "show: the canonical key" "key     alice@example.org" "$OUT"
+assert_contains "show: usage 3 of 3" "usage   3 of 3 in the last 60m" "$OUT"
+assert_contains "show: full, with when there is room" "full    the next one is refused; room again in" "$OUT"
+ctl --json show per-sender '"alice"@example.org'
+assert_eq "show --json: count, limit, full, no override" "3 3 True None" \
+	"$(json 'd["count"], d["limit"], d["full"], d["override"]')" "$OUT"
+retry=$(json 'd["retry_after_seconds"]')
+# At most a window and one bucket (1/60 of it): the oldest bucket leaves
+# the window when its whole width has.
+assert_true "show --json: retry after within the window (3500-3660 s): $retry" \
+	test "$retry" -gt 3500 -a "$retry" -le 3660
+
+ctl --json top per-sender
+assert_eq "top --json: the key refused, 2 refusals, usage 3 of 3" \
+	"alice@example.org 2 3 3" \
+	"$(json 'd["keys"][0]["key"], d["keys"][0]["refusals"], d["keys"][0]["count"], d["keys"][0]["limit"]')" "$OUT"
+ctl top per-sender -n 5
+assert_match "top: a table row for the key" '^ +2 +[0-9]+s ago +3/3 +alice@example\.org$' "$OUT"
+ctl top per-domain
+assert_contains "top: a policy with no refusal says so" "no key of per-domain was refused" "$OUT"
+
+# The daemon flushes its counts once a second.
+PM_STATS_TIMEOUT=5 assert_stats "stats: the daemon's counts are in Redis" \
+	pmctl:stats:per-sender rejected=2 checked=5 >/dev/null
+ctl --json stats per-sender
+assert_eq "stats --json: 5 checked, 2 rejected, 0 accepted" "5 2 0" \
+	"$(json 'd["policies"][0]["checked"], d["policies"][0]["rejected"], d["policies"][0]["accepted"]')" "$OUT"
+ctl stats
+assert_match "stats: a row per policy" '^per-sender +5 +2 ' "$OUT"
+
+# ---------------------------------------------------------------- 3. override
+ctl override set per-sender ALICE@example.org --limit 5
+assert_eq "override set: exit 0" 0 "$RC" "$OUT"
+assert_true "override 5: the next message is accepted with no reload" queued_from alice@example.org
+assert_true "override 5: and one more" queued_from alice@example.org
+assert_eq "override 5: the 6th is refused, the reply names the limit in force" \
+	'550 5.7.1 alice@example.org: at most 5 messages per 60m' "$(rcpt_reply alice@example.org)"
+ctl show per-sender alice@example.org
+assert_contains "show: the override" "limit   5: override until removed (configured: 3)" "$OUT"
+ctl --json override list per-sender
+assert_eq "override list --json: the key, its limit, no expiry" "alice@example.org 5 None" \
+	"$(json 'd["overrides"][0]["key"], d["overrides"][0]["limit"], d["overrides"][0]["expires"]')" "$OUT"
+ctl override del per-sender alice@example.org
+assert_eq "override del: exit 0" 0 "$RC" "$OUT"
+ctl override del per-sender alice@example.org
+assert_eq "override del again: exit 1 (not found)" 1 "$RC" "$OUT"
+assert_eq "override removed: the configured limit again" \
+	'550 5.7.1 alice@example.org: at most 3 messages per 60m' "$(rcpt_reply alice@example.org)"
+ctl override set per-sender bob@example.org --limit 0
+assert_eq "override 0: the first message of a fresh key is refused" \
+	'550 5.7.1 bob@example.org: at most 0 messages per 60m' "$(rcpt_reply bob@example.org)"
+ctl override set per-sender carol@example.org --limit 0 --for 2s
+assert_eq "override 0 for 2 s: refused meanwhile" \
+	'550 5.7.1 carol@example.org: at most 0 messages per 60m' "$(rcpt_reply carol@example.org)"
+sleep 2.3
+assert_true "override for 2 s: gone by itself afterwards" queued_from carol@example.org
+
+# ---------------------------------------------------------------- 4. reset
+ctl reset per-sender alice@example.org
+assert_eq "reset: exit 0" 0 "$RC" "$OUT"
+assert_true "reset: the key's next message is accepted" queued_from alice@example.org
+ctl --json show per-sender alice@example.org
+assert_eq "reset: usage 1 after that message" 1 "$(json 'd["count"]')" "$OUT"
+ctl reset per-sender nobody@example.org
+assert_eq "reset of a key with no usage: exit 1" 1 "$RC" "$OUT"
+
+# ---------------------------------------------------------------- 5. block
+assert_true "block: dave is accepted before" queued_from dave@evil.example
+ctl block add blocked-senders 'Dave@Evil.Example.'
+assert_eq "block add: exit 0" 0 "$RC" "$OUT"
+t=$(smtp_send --from dave@evil.example)
+assert_eq "block add: the next MAIL is refused, no reload" \
+	'550 5.7.1 Access denied by policy blocked-senders' "$(smtp_reply "$t" MAIL)" "$t"
+ctl block list blocked-senders
+assert_match "block list: the canonical entry, never expiring" '^never +dave@evil\.example$' "$OUT"
+ctl --json block list blocked-senders
+assert_eq "block list --json" "dave@evil.example None" \
+	"$(json 'd["entries"][0]["entry"], d["entries"][0]["expires"]')" "$OUT"
+ctl block del blocked-senders DAVE@evil.example
+assert_eq "block del: exit 0" 0 "$RC" "$OUT"
+assert_true "block del: accepted again" queued_from dave@evil.example
+ctl block del blocked-senders dave@evil.example
+assert_eq "block del again: exit 1 (not found)" 1 "$RC" "$OUT"
+ctl block add blocked-senders .spam.example --for 2s
+t=$(smtp_send --from x@mx.spam.example)
+assert_eq "block add .domain --for 2s: a subdomain refused meanwhile" \
+	'550 5.7.1 Access denied by policy blocked-senders' "$(smtp_reply "$t" MAIL)" "$t"
+sleep 2.3
+assert_true "block --for 2s: gone by itself afterwards" queued_from x@mx.spam.example
+ctl block add blocked-senders '/regex/'
+assert_eq "block add: a regular expression is refused (exit 2)" 2 "$RC" "$OUT"
+ctl block add blocked-senders example.org
+assert_eq "block add: a bare domain for match = sender is refused (exit 2)" 2 "$RC" "$OUT"
+ctl block add per-sender x@example.org
+assert_eq "block add: a rate limit has no live list (exit 2)" 2 "$RC" "$OUT"
+
+# ---------------------------------------------------------------- 6. explain
+# Things a counting call would delete: an expired live entry that the
+# lookup of erin's MAIL passes, and an expired override of her key.
+for i in 1 2 3; do queued_from erin@example.org >/dev/null; done
+ctl block add blocked-senders erin@example.org --for 1s
+ctl override set per-sender erin@example.org --limit 9 --for 1s
+sleep 1.3
+before=$(digest)
+ctl explain --client 127.0.0.1 --helo client.test.example --sender Erin@Example.ORG \
+	--rcpt rcpt@example.net
+after=$(digest)
+assert_eq "explain: DEBUG DIGEST unchanged (nothing counted, nothing deleted)" \
+	"$before" "$after" "$OUT"
+assert_eq "explain: exit 1 for a refused message" 1 "$RC" "$OUT"
+assert_contains "explain: the usage against the limit" \
+	"per-sender           ratelimit  key erin@example.org: 3 of 3 in 60m, this one 1; reject" "$OUT"
+t=$(smtp_send --from erin@example.org)
+got=$(smtp_reply "$t" RCPT)
+assert_contains "explain: the exact reply line the client gets ($got)" "      $got" "$OUT"
+ctl --json explain --client 127.0.0.1 --sender frank@example.org --rcpt a@example.net \
+	--rcpt b@example.net --size 20K
+assert_eq "explain --json: accepted, 2 of 2 recipients, nothing changed, exit 0" \
+	"accepted 2 2 False 0" \
+	"$(json 'd["verdict"], d["accepted_recipients"], d["recipients"], d["changed"]') $RC" \
+	"$OUT"
+before=$(digest)
+ctl explain --client 127.0.0.1 --sender dave@evil.example --rcpt a@example.net
+after=$(digest)
+assert_eq "explain (accepted): DEBUG DIGEST unchanged" "$before" "$after" "$OUT"
+assert_eq "explain (accepted): exit 0" 0 "$RC" "$OUT"
+
+# ---------------------------------------------------------------- 7. usage
+ctl show per-sender
+assert_eq "usage: show without a key: exit 2" 2 "$RC" "$OUT"
+ctl show per-domain example.org
+assert_eq "usage: a key with too few parts: exit 2, names the parts" "2" "$RC" "$OUT"
+assert_contains "usage: ... naming them" "give its key as: sender_domain rcpt_domain" "$OUT"
+ctl show no-such-policy x
+assert_eq "usage: an unknown policy: exit 2" 2 "$RC" "$OUT"
+OUT=$("$CTL_BIN" -c "$PM_TMP/missing.conf" stats 2>&1); RC=$?
+assert_eq "usage: a missing configuration: exit 2" 2 "$RC" "$OUT"
+ctl frobnicate
+assert_eq "usage: an unknown command: exit 2" 2 "$RC" "$OUT"
+
+assert_eq "no reload was needed for any of it" 0 \
+	"$(grep -cE 'configuration reloaded|reload' "$MILTER_LOG")"
+assert_milter_stop "the milter stops cleanly"
+pm_finish
