@@ -250,8 +250,12 @@ duration_opt(const char *text, uint64_t *ms)
 	*ms = 0;
 	if (text == NULL)
 		return 0;
-	if (units_duration_ms(text, ms, why, sizeof(why)) != 0 || *ms == 0) {
-		ctl_error(CTL_USAGE, "--for %s: %s", text, *ms == 0 ? "must be more than 0" : why);
+	if (units_duration_ms(text, ms, why, sizeof(why)) != 0) {
+		ctl_error(CTL_USAGE, "--for %s: %s", text, why);
+		return -1;
+	}
+	if (*ms == 0) {
+		ctl_error(CTL_USAGE, "--for %s: must be more than 0", text);
 		return -1;
 	}
 	return 0;
