@@ -67,6 +67,9 @@ done <<'LIST'
 -rw-r--r-- usr/share/doc/policy-milter/README.Debian
 -rw-r--r-- usr/share/doc/policy-milter/README.md
 -rw-r--r-- usr/share/doc/policy-milter/copyright
+-rw-r--r-- usr/share/man/man8/policy-milter.8.gz
+-rw-r--r-- usr/share/man/man8/policy-milter-ctl.8.gz
+-rw-r--r-- usr/share/man/man5/policy-milter.conf.5.gz
 LIST
 
 ctl=$tmp/control
@@ -98,8 +101,7 @@ else
 fi
 
 if command -v lintian >/dev/null; then
-	# Errors fail; warnings are shown.  Kept on purpose: no-manual-page
-	# (the man pages are not written yet; debian/policy-milter.manpages).
+	# Errors fail; warnings are shown.
 	out=$(timeout 120 lintian --fail-on error \
 		"$tmp"/policy-milter_"${version}"_"${arch}".changes 2>&1)
 	rc=$?
