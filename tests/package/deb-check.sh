@@ -60,6 +60,7 @@ while read -r mode path; do
 	fi
 done <<'LIST'
 -rwxr-xr-x usr/sbin/policy-milter
+-rwxr-xr-x usr/sbin/policy-milter-ctl
 -rw-r--r-- etc/policy-milter/policy-milter.conf
 -rw-r--r-- lib/systemd/system/policy-milter.service
 -rw-r--r-- usr/lib/sysusers.d/policy-milter.conf
