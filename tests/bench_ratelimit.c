@@ -222,6 +222,24 @@ info_value(const char *section, const char *name)
 	return v;
 }
 
+/* Redis's CPU time so far (used_cpu_sys + used_cpu_user), seconds. */
+static double
+redis_cpu_s(void)
+{
+	redisReply *r = rq("INFO", "cpu", (const char *)NULL);
+	double v = 0;
+	const char *p;
+
+	if (r->type == REDIS_REPLY_STRING) {
+		if ((p = strstr(r->str, "\r\nused_cpu_sys:")) != NULL)
+			v += strtod(p + strlen("\r\nused_cpu_sys:"), NULL);
+		if ((p = strstr(r->str, "\r\nused_cpu_user:")) != NULL)
+			v += strtod(p + strlen("\r\nused_cpu_user:"), NULL);
+	}
+	freeReplyObject(r);
+	return v;
+}
+
 static void
 info_string(const char *section, const char *name, char *out, size_t outlen)
 {
@@ -243,7 +261,7 @@ info_string(const char *section, const char *name, char *out, size_t outlen)
 
 struct cmdstat {
 	char name[48];
-	long long calls, failed, rejected;
+	long long calls, failed, rejected, usec;
 };
 
 struct snap {
@@ -282,6 +300,7 @@ snap_take(struct snap *s)
 		c->calls = field_ll(line, "calls=");
 		c->failed = field_ll(line, "failed_calls=");
 		c->rejected = field_ll(line, "rejected_calls=");
+		c->usec = field_ll(line, "usec=");
 		p += len;
 	}
 	freeReplyObject(r);
@@ -333,6 +352,7 @@ in_script(const char *name)
 
 struct cmddelta {
 	long long evalsha, scriptload, client, inside, total;
+	long long evalsha_usec;        /* Redis's time in the script, all calls */
 	char client_list[1024], inside_list[1024];
 };
 
@@ -352,8 +372,10 @@ snap_delta(const struct snap *before, const struct snap *after, struct cmddelta 
 		if (calls == 0 || strcmp(a->name, "info") == 0)
 			continue;
 		d->total += calls;
-		if (strcmp(a->name, "evalsha") == 0)
+		if (strcmp(a->name, "evalsha") == 0) {
 			d->evalsha = calls;
+			d->evalsha_usec = a->usec - (b ? b->usec : 0);
+		}
 		if (strcmp(a->name, "script|load") == 0)
 			d->scriptload = calls;
 		if (in_script(a->name)) {
@@ -964,9 +986,12 @@ main(int argc, char **argv)
 		double m = (double)nmsgs;
 		long long budget;
 
+		double cpu0 = redis_cpu_s(), cpu1;
+
 		snap_take(&before);
 		run_phase(&w, threads[i], &po);
 		snap_take(&after);
+		cpu1 = redis_cpu_s();
 		snap_delta(&before, &after, &d);
 		printf("%3u %8.0f  | %16.1f %6.1f %6.1f %7.1f | %12.1f %6.1f | %11.4f %5.4f "
 		    "| %15.4f | %14.2f | %7lu %9" PRIu64 "\n",
@@ -976,6 +1001,9 @@ main(int argc, char **argv)
 		    (double)d.total / m, po.refused, redis_errors(cmain) - errs0);
 		printf("     client commands: %s\n", d.client_list);
 		printf("     inside the script: %s\n", d.inside_list);
+		printf("     Redis: %.1f us per script call (INFO commandstats), %.1f us of CPU "
+		    "per message (INFO cpu)\n", d.evalsha ? (double)d.evalsha_usec /
+		    (double)d.evalsha : 0.0, (cpu1 - cpu0) * 1e6 / m);
 		budget = (long long)nmsgs * (rcpts + 1);
 		if (d.client > budget)
 			printf("     OVER BUDGET: %lld client commands for %lu messages, budget "
