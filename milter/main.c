@@ -510,7 +510,11 @@ main(int argc, char **argv)
 		char err[512];
 
 		if ((metrics = metrics_http_bind(c->metrics, err, sizeof(err))) == NULL) {
-			start_error(foreground, "%s (in use, or no permission?)", err);
+			start_error(foreground, "%s", err);
+			cfg_unref(c);
+			cfg_install(NULL);
+			stats_reset();
+			log_close();
 			return 1;
 		}
 	}
