@@ -165,6 +165,8 @@ n_sessions=$(printf '%s\n' "$ALL" | grep -c '^=== Connected to')
 pm_diag "sent: $n_sessions sessions, $n_mail MAIL, $n_rcpt RCPT, $n_queued queued"
 
 D=policy_milter_decisions_total
+wait_value policy_milter_sessions 0
+printf '%s\n' "$SCRAPE" >"$PM_TMP/scrape.txt"   # for a look (PM_KEEP_TMP=1)
 assert_value "decisions: per-sender reject = 2" "$D{policy=\"per-sender\",action=\"reject\"}" 2
 assert_value "decisions: per-sender accept = 0" "$D{policy=\"per-sender\",action=\"accept\"}" 0
 assert_value "decisions: blocked reject = 2" "$D{policy=\"blocked\",action=\"reject\"}" 2
