@@ -317,7 +317,7 @@ metrics_render(bool breaker_open, size_t *len)
 	stats_each(put_policy, &w);
 
 	put_family(&b, "policy_milter_sessions", "gauge",
-	    "Milter connections open now.");
+	    "Milter sessions open now (one per SMTP session in progress).");
 	put(&b, "policy_milter_sessions %lld\n",
 	    (long long)__atomic_load_n(&sessions, __ATOMIC_RELAXED));
 	put_family(&b, "policy_milter_stage_duration_seconds", "histogram",

@@ -4,7 +4,8 @@
  * text (HELP and TYPE before every family, cumulative buckets, _sum and
  * _count, label values escaped), decisions from the statistics totals, the
  * metrics setting's parser, and the store's error kinds and call times
- * against a Redis that is not there.
+ * against a Redis that is not there and a private one (tl_redis_start)
+ * that answers with errors and stalls.
  *
  * Cases are tables run with tcase_add_loop_test; each failure message
  * starts with the case label.  Every test resets the metrics and the
@@ -13,6 +14,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -316,6 +318,67 @@ START_TEST(store_errors)
 }
 END_TEST
 
+static void *
+stall(void *arg)
+{
+	(void)arg;
+	tl_redis_command("DEBUG SLEEP 1");
+	return NULL;
+}
+
+START_TEST(store_kinds)
+{
+	static struct store_script late = {
+		"return redis.error_reply('LATE the call reached Redis 5 ms late')", false, "", 0 };
+	static struct store_script oops = { "return redis.error_reply('oops')", false, "", 0 };
+	const char *ping[1] = { "PING" }, *nosuch[1] = { "NOSUCHCOMMAND" };
+	struct timespec pause = { 0, 300 * 1000000L };
+	char address[400], err[256] = "", *text;
+	struct store_options o = { .address = address, .connect_timeout_ms = 1000,
+	    .timeout_ms = 100, .pool = 2 };
+	struct store *st;
+	redisReply *r;
+	pthread_t th;
+
+	snprintf(address, sizeof(address), "unix:%s", tl_redis_start());
+	fresh();
+	ck_assert_msg((st = store_new(&o, err, sizeof(err))) != NULL, "store_new: %s", err);
+	r = store_command(st, 1, ping, NULL, err, sizeof(err));
+	ck_assert_msg(r != NULL && r->type == REDIS_REPLY_STATUS, "kinds: PING: %s", err);
+	store_reply_free(r);
+	r = store_command(st, 1, nosuch, NULL, err, sizeof(err));
+	ck_assert_msg(r != NULL && r->type == REDIS_REPLY_ERROR, "kinds: unknown command");
+	store_reply_free(r);
+	r = store_eval(st, &late, 0, NULL, NULL, 0, NULL, NULL, err, sizeof(err));
+	ck_assert_msg(r != NULL && r->type == REDIS_REPLY_ERROR, "kinds: LATE: %s", err);
+	store_reply_free(r);
+	r = store_eval(st, &oops, 0, NULL, NULL, 0, NULL, NULL, err, sizeof(err));
+	ck_assert_msg(r != NULL && r->type == REDIS_REPLY_ERROR, "kinds: oops: %s", err);
+	store_reply_free(r);
+	/* Redis busy for 1 s, the store waits 100 ms. */
+	ck_assert_int_eq(pthread_create(&th, NULL, stall, NULL), 0);
+	nanosleep(&pause, NULL);
+	r = store_command(st, 1, ping, NULL, err, sizeof(err));
+	ck_assert_msg(r == NULL, "kinds: PING answered during a 1 s stall");
+	pthread_join(th, NULL);
+	text = render(false);
+	want_sample("reply", text, "policy_milter_redis_errors_total{kind=\"reply\"}", "2");
+	want_sample("late", text, "policy_milter_redis_errors_total{kind=\"late\"}", "1");
+	want_sample("timeout", text, "policy_milter_redis_errors_total{kind=\"timeout\"}", "1");
+	want_sample("io", text, "policy_milter_redis_errors_total{kind=\"io\"}", "0");
+	want_sample("connect", text, "policy_milter_redis_errors_total{kind=\"connect\"}", "0");
+	/* Five calls, each timed once (a script's SCRIPT LOAD is part of its call). */
+	want_sample("timed", text, "policy_milter_redis_duration_seconds_count", "5");
+	/* The stalled call waited for the timeout (100 ms). */
+	ck_assert_msg(atof(sample(text, "policy_milter_redis_duration_seconds_sum")) >= 0.1,
+	    "kinds: the calls took %s s in all", sample(text,
+	    "policy_milter_redis_duration_seconds_sum"));
+	free(text);
+	store_free(st);
+	fresh();
+}
+END_TEST
+
 /* ---- the metrics setting */
 
 static const struct {
@@ -383,6 +446,7 @@ metrics_suite(void)
 	tcase_add_loop_test(tc, escaping, 0, (int)NELEMS(escapes));
 	tcase_add_test(tc, values);
 	tcase_add_test(tc, store_errors);
+	tcase_add_test(tc, store_kinds);
 	tcase_add_loop_test(tc, parse_address, 0, (int)NELEMS(specs));
 	suite_add_tcase(s, tc);
 	return s;
