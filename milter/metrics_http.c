@@ -154,7 +154,9 @@ handle(void *arg, struct MHD_Connection *conn, const char *url, const char *meth
 int
 metrics_http_start(struct metrics_http *h, char *err, size_t errlen)
 {
-	h->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+	/* AUTO: epoll or poll, not select, whose FD_SETSIZE a busy daemon's
+	 * descriptors (milter connections, the Redis pool) may pass. */
+	h->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG,
 	    0, NULL, NULL, handle, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->fd,
