@@ -12,6 +12,11 @@
  * Stages that never decide are negotiated as "no reply" (SMFIP_NR_*) when
  * the MTA offers it, so that it does not wait for us; stages that no policy
  * needs are not sent at all (SMFIP_NO*).
+ *
+ * Metrics: each callback but negotiate is timed from entry to return (the
+ * Redis round trips it waits for included) into
+ * stage_duration_seconds{stage}: every return goes through timed().  The
+ * sessions gauge counts the sessions made here until close frees them.
  */
 #include "config.h"
 
@@ -23,6 +28,7 @@
 #include "milter/callbacks.h"
 #include "milter/engine.h"
 #include "milter/log.h"
+#include "milter/metrics.h"
 #include "milter/reuse.h"
 #include "milter/session.h"
 
@@ -40,7 +46,16 @@ new_session(SMFICTX *ctx, struct cfg *cfg, unsigned long nr_flags)
 	}
 	s->nr_flags = nr_flags;
 	smfi_setpriv(ctx, s);
+	metrics_sessions_add(1);
 	return s;
+}
+
+/* rc, after recording how long the callback of stage took since t0. */
+static sfsistat
+timed(enum metrics_stage stage, uint64_t t0, sfsistat rc)
+{
+	metrics_stage_observe(stage, metrics_now_ns() - t0);
+	return rc;
 }
 
 /*
@@ -211,69 +226,79 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 static sfsistat
 cb_connect(SMFICTX *ctx, char *hostname, struct sockaddr *hostaddr)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 	struct engine_verdict v;
 
 	(void)hostname;
 	if (s == NULL)
-		return SMFIS_TEMPFAIL;
+		return timed(METRICS_STAGE_CONNECT, t0, SMFIS_TEMPFAIL);
 	session_set_client(s, hostaddr);
 	if (engine_client_exempt(s)) {
 		log_msg(LOG_DEBUG, "-: client=%s: exempt", s->client_ip);
-		return (s->nr_flags & SMFIP_NR_CONN) ? SMFIS_NOREPLY : SMFIS_ACCEPT;
+		return timed(METRICS_STAGE_CONNECT, t0,
+		    (s->nr_flags & SMFIP_NR_CONN) ? SMFIS_NOREPLY : SMFIS_ACCEPT);
 	}
 	engine_run(s, POLICY_CONNECT, &v);
-	return respond(ctx, s, POLICY_CONNECT, &v, SMFIP_NR_CONN);
+	return timed(METRICS_STAGE_CONNECT, t0,
+	    respond(ctx, s, POLICY_CONNECT, &v, SMFIP_NR_CONN));
 }
 
 static sfsistat
 cb_helo(SMFICTX *ctx, char *helo)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 	struct engine_verdict v;
 
 	if (s == NULL)
-		return SMFIS_TEMPFAIL;
+		return timed(METRICS_STAGE_HELO, t0, SMFIS_TEMPFAIL);
 	session_set_helo(s, helo);
 	engine_run(s, POLICY_HELO, &v);
-	return respond(ctx, s, POLICY_HELO, &v, SMFIP_NR_HELO);
+	return timed(METRICS_STAGE_HELO, t0,
+	    respond(ctx, s, POLICY_HELO, &v, SMFIP_NR_HELO));
 }
 
 static sfsistat
 cb_envfrom(SMFICTX *ctx, char **argv)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 	struct engine_verdict v;
 
 	if (s == NULL)
-		return SMFIS_TEMPFAIL;
+		return timed(METRICS_STAGE_MAIL, t0, SMFIS_TEMPFAIL);
 	engine_release(s);      /* MAIL without RSET: the last one ended unaccepted */
 	session_msg_start(s, argv[0], (const char *const *)(argv + 1),
 	    smfi_getsymval(ctx, UNCONST("{auth_authen}")));
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
 	engine_run(s, POLICY_MAIL, &v);
-	return respond(ctx, s, POLICY_MAIL, &v, SMFIP_NR_MAIL);
+	return timed(METRICS_STAGE_MAIL, t0,
+	    respond(ctx, s, POLICY_MAIL, &v, SMFIP_NR_MAIL));
 }
 
 static sfsistat
 cb_envrcpt(SMFICTX *ctx, char **argv)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 	struct engine_verdict v;
 
 	if (s == NULL)
-		return SMFIS_TEMPFAIL;
+		return timed(METRICS_STAGE_RCPT, t0, SMFIS_TEMPFAIL);
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
 	session_set_rcpt(s, argv[0]);
 	engine_run(s, POLICY_RCPT, &v);
 	if (v.action != POLICY_REJECT && v.action != POLICY_TEMPFAIL)
 		s->msg.rcpts++;
-	return respond(ctx, s, POLICY_RCPT, &v, SMFIP_NR_RCPT);
+	return timed(METRICS_STAGE_RCPT, t0,
+	    respond(ctx, s, POLICY_RCPT, &v, SMFIP_NR_RCPT));
 }
 
 static sfsistat
 cb_header(SMFICTX *ctx, char *name, char *value)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 
 	if (s != NULL) {
@@ -281,69 +306,76 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 		s->msg.size += strlen(name) + 1 + strlen(value) + 2 +
 		    ((s->nr_flags & SMFIP_HDR_LEADSPC) ? 0 : 1);
 	}
-	return quiet(s, SMFIP_NR_HDR);
+	return timed(METRICS_STAGE_HEADER, t0, quiet(s, SMFIP_NR_HDR));
 }
 
 static sfsistat
 cb_eoh(SMFICTX *ctx)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 
 	if (s != NULL)
 		s->msg.size += 2;          /* the empty line after the header */
-	return quiet(s, SMFIP_NR_EOH);
+	return timed(METRICS_STAGE_HEADER, t0, quiet(s, SMFIP_NR_EOH));
 }
 
 static sfsistat
 cb_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 
 	(void)chunk;
 	if (s != NULL)
 		s->msg.size += len;
-	return quiet(s, SMFIP_NR_BODY);
+	return timed(METRICS_STAGE_BODY, t0, quiet(s, SMFIP_NR_BODY));
 }
 
 static sfsistat
 cb_eom(SMFICTX *ctx)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = get_session(ctx);
 	struct engine_verdict v;
 	sfsistat rc;
 
 	if (s == NULL)
-		return SMFIS_TEMPFAIL;
+		return timed(METRICS_STAGE_EOM, t0, SMFIS_TEMPFAIL);
 	session_set_queue_id(s, smfi_getsymval(ctx, UNCONST("i")));
 	engine_run(s, POLICY_EOM, &v);
 	rc = respond(ctx, s, POLICY_EOM, &v, 0);
 	session_msg_reset(s);
-	return rc;
+	return timed(METRICS_STAGE_EOM, t0, rc);
 }
 
 static sfsistat
 cb_abort(SMFICTX *ctx)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = smfi_getpriv(ctx);
 
 	if (s != NULL) {
 		engine_release(s);
 		session_msg_reset(s);
 	}
-	return SMFIS_CONTINUE;
+	return timed(METRICS_STAGE_ABORT, t0, SMFIS_CONTINUE);
 }
 
 static sfsistat
 cb_close(SMFICTX *ctx)
 {
+	uint64_t t0 = metrics_now_ns();
 	struct session *s = smfi_getpriv(ctx);
 
-	if (s != NULL)
+	if (s != NULL) {
 		engine_release(s);      /* disconnect in the middle of a message */
+		metrics_sessions_add(-1);
+	}
 	session_free(s);
 	smfi_setpriv(ctx, NULL);
 	reuse_closed(ctx);              /* or QUIT_NC: a session may follow */
-	return SMFIS_CONTINUE;
+	return timed(METRICS_STAGE_CLOSE, t0, SMFIS_CONTINUE);
 }
 
 static struct smfiDesc filter = {

@@ -25,6 +25,7 @@
 #include "milter/cfg.h"
 #include "milter/cfg_int.h"
 #include "milter/limiter.h"
+#include "milter/metrics.h"
 #include "milter/stats.h"
 #include "milter/store_redis.h"
 
@@ -243,6 +244,7 @@ static const struct policy_field top_fields[] = {
 	{ "socket_mode", PF_STRING, offsetof(struct cfg, socket_mode_text), 0, 0, false },
 	{ "user", PF_STRING, offsetof(struct cfg, user), 0, 0, false },
 	{ "group", PF_STRING, offsetof(struct cfg, group), 0, 0, false },
+	{ "metrics", PF_STRING, offsetof(struct cfg, metrics), 0, 0, false },
 	{ NULL, 0, 0, 0, 0, false },
 };
 
@@ -269,6 +271,7 @@ cfg_free(struct cfg *c)
 	free(c->socket_mode_text);
 	free(c->user);
 	free(c->group);
+	free(c->metrics);
 	free(c);
 }
 
@@ -347,6 +350,28 @@ check_listen(struct loader *ld, const config_setting_t *s, const char *spec,
 	ERR(ld, s, "listen \"%s\" must be \"unix:/path\" or \"inet:PORT@ADDRESS\"", spec);
 }
 
+/*
+ * metrics = "inet:PORT@ADDRESS": the Prometheus endpoint (milter/metrics.h
+ * parses it, for the daemon too).  It shows policy names and traffic
+ * counts: anywhere but loopback deserves a word.
+ */
+static void
+check_metrics(struct loader *ld, const config_setting_t *s, const char *spec)
+{
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	bool loopback;
+	char why[256];
+
+	if (metrics_parse_address(spec, &sa, &salen, &loopback, why, sizeof(why)) != 0)
+		ERR(ld, s, "metrics \"%s\": %s", spec, why);
+	else if (!loopback)
+		WARN(ld, s, "metrics \"%s\" can be reached from other hosts: anyone "
+		    "who reaches it reads policy names and traffic counts; bind it to "
+		    "%s or let a firewall guard the port", spec,
+		    sa.ss_family == AF_INET6 ? "::1" : "127.0.0.1");
+}
+
 struct cfg *
 cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 {
@@ -399,6 +424,8 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	if (c->listen != NULL)
 		check_listen(&ld, config_setting_get_member(root, "listen"), c->listen,
 		    c->socket_mode_text != NULL);
+	if (c->metrics != NULL)
+		check_metrics(&ld, config_setting_get_member(root, "metrics"), c->metrics);
 	if (c->socket_mode_text != NULL) {
 		char *end;
 		long m = strtol(c->socket_mode_text, &end, 8);

@@ -93,6 +93,7 @@ struct cfg {
 	int socket_mode;               /* -1 when not set */
 	char *user;
 	char *group;
+	char *metrics;                 /* "inet:PORT@ADDRESS" of the endpoint, or NULL (off) */
 	struct cfg_redis *redis;       /* NULL: no Redis configured */
 	enum cfg_on_error on_redis_error;
 	struct reply_tmpl *redis_error_reply;  /* tempfail when Redis fails */

@@ -5,7 +5,9 @@
  * Order matters: load and check the configuration (fatal on error), open
  * the milter socket as the starting user (root can bind anywhere), give the
  * socket to the run-time user, drop privileges completely, start the helper
- * threads, then hand the main thread to libmilter until SIGTERM.
+ * threads, then hand the main thread to libmilter until SIGTERM.  The
+ * metrics endpoint (optional) is bound with the milter socket, before the
+ * fork of daemon(), and served by its own thread started after it.
  *
  * Signals: libmilter takes SIGHUP, SIGINT and SIGTERM as "stop".  SIGUSR1
  * reloads the configuration; it is blocked in every thread and taken by a
@@ -37,6 +39,8 @@
 #include "milter/cfg.h"
 #include "milter/check.h"
 #include "milter/log.h"
+#include "milter/metrics.h"
+#include "milter/metrics_http.h"
 #include "milter/reuse.h"
 #include "milter/stats.h"
 #include "milter/store_redis.h"
@@ -186,6 +190,12 @@ write_pidfile(int fd, const char *path)
 /* SIGUSR1 and a changed list file may ask at once: one reload at a time. */
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static bool
+same_str(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 static void
 reload(const char *why)
 {
@@ -195,6 +205,7 @@ reload(const char *why)
 	old = cfg_acquire();
 	log_msg(LOG_NOTICE, "reloading %s (%s)", config_path, why);
 	c = cfg_load(config_path, old, report_log, NULL);
+	metrics_reload(c != NULL);
 	if (c == NULL) {
 		log_msg(LOG_ERR, "reload failed: keeping the old configuration");
 	} else {
@@ -202,6 +213,10 @@ reload(const char *why)
 		    (old->user && (!c->user || strcmp(old->user, c->user) != 0))))
 			log_msg(LOG_WARNING, "listen, user and group take effect only "
 			    "after a restart");
+		if (old != NULL && !same_str(old->metrics, c->metrics))
+			log_msg(LOG_WARNING, "metrics takes effect only after a restart; "
+			    "the endpoint stays %s%s", old->metrics ? "on " : "off",
+			    old->metrics ? old->metrics : "");
 		cfg_install(c);
 		log_msg(LOG_NOTICE, "configuration reloaded: %zu policies", c->npolicies);
 	}
@@ -397,6 +412,7 @@ main(int argc, char **argv)
 	};
 	bool foreground = false, check_only = false, debug = false, connect = false;
 	const char *pidfile = NULL, *sock;
+	struct metrics_http *metrics = NULL;
 	struct cfg *c;
 	sigset_t set;
 	pthread_t sig_tid, stats_tid;
@@ -448,6 +464,12 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	log_open(foreground, debug);
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		metrics_set_start_time((double)now.tv_sec + now.tv_nsec / 1e9);
+	}
 	c = cfg_load(config_path, NULL, foreground ? report_stderr : report_both, NULL);
 	if (c == NULL) {
 		start_error(foreground, "%s: configuration has errors; not starting",
@@ -483,6 +505,19 @@ main(int argc, char **argv)
 		    c->listen);
 		return 1;
 	}
+	/* Bound now, with the milter socket: a port in use is said on the terminal. */
+	if (c->metrics != NULL) {
+		char err[512];
+
+		if ((metrics = metrics_http_bind(c->metrics, err, sizeof(err))) == NULL) {
+			start_error(foreground, "%s", err);
+			cfg_unref(c);
+			cfg_install(NULL);
+			stats_reset();
+			log_close();
+			return 1;
+		}
+	}
 	/* The socket bound now is the one to remove at exit, whatever a reload says. */
 	sock = cfg_unix_socket_path(c->listen);
 	if (sock != NULL) {
@@ -508,12 +543,22 @@ main(int argc, char **argv)
 		log_msg(LOG_ERR, "cannot start threads");
 		return 1;
 	}
+	if (metrics != NULL) {
+		char err[512];
+
+		if (metrics_http_start(metrics, err, sizeof(err)) != 0) {
+			log_msg(LOG_ERR, "%s", err);
+			return 1;
+		}
+		log_msg(LOG_NOTICE, "metrics endpoint on %s: GET /metrics", c->metrics);
+	}
 	log_msg(LOG_NOTICE, "policy-milter %s listening on %s with %zu policies",
 	    PACKAGE_VERSION, c->listen, c->npolicies);
 
 	rc = smfi_main();
 
 	log_msg(LOG_NOTICE, "stopping");
+	metrics_http_stop(metrics);
 	pthread_mutex_lock(&stop_lock);
 	stopping = 1;
 	pthread_cond_broadcast(&stop_cond);

@@ -3,7 +3,10 @@
  * stats - in-memory counters flushed to Redis hashes (see stats.h).
  *
  * The registry is a short linked list guarded by a mutex taken only at
- * configuration load and flush; counting itself is one atomic add.
+ * configuration load and flush; counting itself is two atomic adds (the
+ * pending count and the total).  A new entry is published at the head with
+ * a release store, so that stats_each can walk the list without the lock
+ * (the flush holds it during a Redis round trip; a scrape must not wait).
  */
 #include "config.h"
 
@@ -21,6 +24,7 @@
 struct stats_entry {
 	struct stats_entry *next;
 	uint64_t pending[STATS_NFIELDS];
+	uint64_t total[STATS_NFIELDS];   /* never reset by a flush */
 	char name[];
 };
 
@@ -50,7 +54,7 @@ stats_get(const char *policy)
 	if (e == NULL && (e = calloc(1, sizeof(*e) + strlen(policy) + 1)) != NULL) {
 		strcpy(e->name, policy);
 		e->next = stats_head;
-		stats_head = e;
+		__atomic_store_n(&stats_head, e, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&stats_lock);
 	return e;
@@ -59,8 +63,25 @@ stats_get(const char *policy)
 void
 stats_add(struct stats_entry *e, enum stats_field f, uint64_t n)
 {
-	if (e != NULL)
+	if (e != NULL) {
 		__atomic_add_fetch(&e->pending[f], n, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&e->total[f], n, __ATOMIC_RELAXED);
+	}
+}
+
+uint64_t
+stats_total(const struct stats_entry *e, enum stats_field f)
+{
+	return __atomic_load_n(&e->total[f], __ATOMIC_RELAXED);
+}
+
+void
+stats_each(void (*fn)(void *arg, const char *policy, const struct stats_entry *e),
+    void *arg)
+{
+	for (const struct stats_entry *e = __atomic_load_n(&stats_head, __ATOMIC_ACQUIRE);
+	    e != NULL; e = e->next)
+		fn(arg, e->name, e);
 }
 
 uint64_t

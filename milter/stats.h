@@ -12,8 +12,12 @@
  * and none is counted twice (<prefix>statsflush:<process> holds the last
  * flush applied, for an hour).
  *
+ * Beside the pending counts each entry keeps per-process totals that a
+ * flush never resets, for the metrics endpoint (milter/metrics.h).
+ *
  * Entries are created by name when a configuration loads and live until
- * stats_reset(); a reload keeps a policy's pending counts.
+ * stats_reset(); a reload keeps a policy's pending counts and totals, also
+ * of a policy the new configuration no longer has.
  */
 #ifndef PM_STATS_H
 #define PM_STATS_H
@@ -44,6 +48,17 @@ void stats_add(struct stats_entry *e, enum stats_field f, uint64_t n);
 
 /* Counts not yet flushed (for tests). */
 uint64_t stats_pending(const struct stats_entry *e, enum stats_field f);
+
+/* Everything counted for e since the process started (or stats_reset). */
+uint64_t stats_total(const struct stats_entry *e, enum stats_field f);
+
+/*
+ * Call fn for every entry, newest first, without a lock: entries are only
+ * added (at the head) until stats_reset, which must not run at the same
+ * time (shutdown, after the metrics endpoint stopped; tests).
+ */
+void stats_each(void (*fn)(void *arg, const char *policy,
+    const struct stats_entry *e), void *arg);
 
 const char *stats_field_name(enum stats_field f);
 

@@ -95,6 +95,7 @@ struct call {
 	redisContext *ctx;
 	unsigned long epoch;	/* of ctx: another one at the end drops it */
 	bool probe;
+	uint64_t t0_ns;		/* when it began, for redis_duration_seconds */
 };
 
 void store_seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -111,18 +112,21 @@ void store_ctx_error(const struct store *st, const redisContext *c,
 
 /*
  * Admit a call through the breaker and give it a connection in call->ctx.
- * On failure returns -1 with err filled; the breaker has been told already.
+ * On failure returns -1 with err filled; the breaker has been told already,
+ * and the metrics (milter/metrics.h) have the error's kind.
  */
 int store_call_begin(struct store *st, struct call *call, char *err,
     size_t errlen);
 
 /* Return call->ctx to the pool (or free it if it saw an error) and tell the
- * breaker how the call went; why is the error text for the log. */
+ * breaker how the call went; why is the error text for the log.  The call's
+ * time goes to the metrics. */
 void store_call_end(struct store *st, struct call *call, enum outcome o,
     const char *why);
 
 /* Send ncmds commands in one write and read every reply; -1 with err filled
- * and c->err set on an I/O error (replies then all NULL). */
+ * and c->err set on an I/O error (replies then all NULL), counted in the
+ * metrics as a timeout or an I/O error. */
 int store_run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
     const struct store_cmd *cmds, redisReply **replies, char *err,
     size_t errlen);

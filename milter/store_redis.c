@@ -23,6 +23,11 @@
  * Failure: functions return -1 or NULL with a reason in the caller's err.
  * Nothing here is fatal.  The password is never logged nor put in err.
  *
+ * Metrics (milter/metrics.h): every call admitted by the breaker is timed
+ * from its start (the pool wait and any connect included) to store_call_end;
+ * every failed call is counted once, by the kind of its failure, and so is
+ * every error reply handed to a caller.
+ *
  * Ownership: the store copies the options it keeps; replies belong to the
  * caller (store_reply_free).  A struct store_script belongs to the caller and
  * must outlive the calls that use it; the store only fills in its sha.
@@ -51,6 +56,7 @@
 #include <time.h>
 
 #include "milter/log.h"
+#include "milter/metrics.h"
 #include "milter/store_int.h"
 #include "milter/store_redis.h"
 
@@ -657,12 +663,15 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 	call->ctx = NULL;
 	call->probe = false;
 	call->epoch = 0;
+	call->t0_ns = metrics_now_ns();
 	pthread_mutex_lock(&st->lock);
 	if (st->nsentinels > 0 && !st->watch_started)
 		store_watch_start(st);
 	if (st->open) {
 		if (st->probing || store_now_ms() < st->open_until) {
 			pthread_mutex_unlock(&st->lock);
+			/* Not timed: no Redis was asked. */
+			metrics_redis_error(METRICS_REDIS_CIRCUIT_OPEN);
 			store_seterr(err, errlen, "Redis circuit open");
 			return -1;
 		}
@@ -685,6 +694,8 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 			if (call->probe)
 				st->probing = false;
 			pthread_mutex_unlock(&st->lock);
+			metrics_redis_error(METRICS_REDIS_POOL);
+			metrics_redis_observe(metrics_now_ns() - call->t0_ns);
 			store_seterr(err, errlen, "Redis %s: no free Redis connection "
 			    "within %u ms", st->address, st->timeout_ms);
 			return -1;
@@ -705,6 +716,7 @@ store_call_begin(struct store *st, struct call *call, char *err, size_t errlen)
 	if (c == NULL) {
 		c = conn_open(st, &call->epoch, err, errlen);
 		if (c == NULL) {
+			metrics_redis_error(METRICS_REDIS_CONNECT);
 			store_call_end(st, call, CALL_FAILED, err);
 			return -1;
 		}
@@ -773,6 +785,7 @@ store_call_end(struct store *st, struct call *call, enum outcome o, const char *
 	call->ctx = NULL;
 	if (dead != NULL)
 		redisFree(dead);
+	metrics_redis_observe(metrics_now_ns() - call->t0_ns);
 	if (went_down || still_down) {
 		/* why is only meaningful after a failure: read it only then. */
 		size_t alen = strlen(st->address);
@@ -809,11 +822,13 @@ store_run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
 {
 	size_t i, got;
 	void *r;
+	int e;
 
 	for (i = 0; i < ncmds; i++) {
 		if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv,
 		    cmds[i].argvlen) != REDIS_OK) {
 			store_ctx_error(st, c, errno, "sending", err, errlen);
+			metrics_redis_error(METRICS_REDIS_IO);
 			/* A half-built output buffer must not go back. */
 			if (c->err == 0)
 				c->err = REDIS_ERR_OTHER;
@@ -822,7 +837,12 @@ store_run_pipeline(const struct store *st, redisContext *c, size_t ncmds,
 	}
 	for (got = 0; got < ncmds; got++) {
 		if (redisGetReply(c, &r) != REDIS_OK || r == NULL) {
-			store_ctx_error(st, c, errno, "reading reply", err, errlen);
+			e = errno;
+			store_ctx_error(st, c, e, "reading reply", err, errlen);
+			/* SO_RCVTIMEO/SO_SNDTIMEO expired: EAGAIN (see store_ctx_error). */
+			metrics_redis_error(c->err == REDIS_ERR_IO &&
+			    (e == EAGAIN || e == EWOULDBLOCK) ? METRICS_REDIS_TIMEOUT :
+			    METRICS_REDIS_IO);
 			if (c->err == 0)
 				c->err = REDIS_ERR_OTHER;
 			for (i = 0; i < got; i++) {
@@ -863,8 +883,12 @@ store_pipeline(struct store *st, size_t ncmds, const struct store_cmd *cmds,
 	if (store_call_begin(st, &call, err, errlen) == -1)
 		return -1;
 	rc = store_run_pipeline(st, call.ctx, ncmds, cmds, replies, err, errlen);
-	if (rc == 0)
+	if (rc == 0) {
 		store_check_replies(st, &call, replies, ncmds);
+		for (i = 0; i < ncmds; i++)
+			if (replies[i]->type == REDIS_REPLY_ERROR)
+				metrics_redis_error(METRICS_REDIS_REPLY);
+	}
 	store_call_end(st, &call, rc == 0 ? CALL_OK : CALL_FAILED, err);
 	return rc;
 }

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "milter/log.h"
+#include "milter/metrics.h"
 #include "milter/store_int.h"
 #include "milter/store_redis.h"
 
@@ -240,6 +241,11 @@ store_eval(struct store *st, struct store_script *script,
 	    arglens, &io, err, errlen);
 	if (r != NULL)
 		store_check_replies(st, &call, &r, 1);
+	/* I/O errors and timeouts were counted where they happened. */
+	if (r != NULL && r->type == REDIS_REPLY_ERROR)
+		metrics_redis_error(is_late(r) ? METRICS_REDIS_LATE : METRICS_REDIS_REPLY);
+	else if (r == NULL && !io)
+		metrics_redis_error(METRICS_REDIS_REPLY);
 	/*
 	 * A nonsensical reply to SCRIPT LOAD is not an I/O error but leaves
 	 * nothing to trust on this connection: drop it without blaming Redis

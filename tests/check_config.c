@@ -169,6 +169,23 @@ static const struct {
 	    "must be \"unix:/path\" or \"inet:PORT@ADDRESS\"", 1, NULL },
 	{ "listen not a string", "listen = 8890;\n", 1,
 	    "listen must be a string, not a number", 1, NULL },
+	{ "metrics without an address", LISTEN "metrics = \"inet:9717\";\n", 2,
+	    "metrics \"inet:9717\": expected inet:PORT@ADDRESS with a port of 1 to 65535 "
+	    "and an IP address, such as \"inet:9717@127.0.0.1\"", 1, NULL },
+	{ "metrics with a host name", LISTEN "metrics = \"inet:9717@localhost\";\n", 2,
+	    "metrics \"inet:9717@localhost\": \"localhost\" is not an IPv4 address (an IP "
+	    "literal, no host name", 1, NULL },
+	{ "metrics IPv6 under inet:", LISTEN "metrics = \"inet:9717@::1\";\n", 2,
+	    "inet6: for IPv6", 1, NULL },
+	{ "metrics port out of range", LISTEN "metrics = \"inet:0@127.0.0.1\";\n", 2,
+	    "a port of 1 to 65535", 1, NULL },
+	{ "metrics as a unix socket", LISTEN "metrics = \"unix:/run/pm/metrics.sock\";\n",
+	    2, "expected \"inet:PORT@ADDRESS\" or \"inet6:PORT@ADDRESS\"", 1, NULL },
+	{ "metrics not a string", LISTEN "metrics = 9717;\n", 2,
+	    "metrics must be a string, not a number", 1, NULL },
+	{ "metrics misspelt", LISTEN "metric = \"inet:9717@127.0.0.1\";\n", 2,
+	    "unknown setting \"metric\" in the top level; did you mean \"metrics\"?", 1,
+	    NULL },
 	{ "socket_mode not octal", LISTEN "socket_mode = \"0999\";\n", 2,
 	    "socket_mode \"0999\" must be an octal mode such as \"0660\"", 1, NULL },
 	{ "socket_mode too large", LISTEN "socket_mode = \"01777\";\n", 2,
@@ -561,6 +578,17 @@ static const struct {
 	{ "listen on loopback", "listen = \"inet:8890@127.0.0.1\";\n" ONE_POLICY, 0, NULL },
 	{ "listen on IPv6 loopback", "listen = \"inet6:8890@::1\";\n" ONE_POLICY, 0, NULL },
 	{ "listen on one address", "listen = \"inet:8890@192.0.2.1\";\n" ONE_POLICY, 0, NULL },
+	{ "metrics on every interface", LISTEN "metrics = \"inet:9717@0.0.0.0\";\n"
+	    ONE_POLICY, 2, "warning: metrics \"inet:9717@0.0.0.0\" can be reached from other "
+	    "hosts: anyone who reaches it reads policy names and traffic counts; bind it to "
+	    "127.0.0.1 or let a firewall guard the port" },
+	{ "metrics on an IPv6 address", LISTEN "metrics = \"inet6:9717@2001:db8::1\";\n"
+	    ONE_POLICY, 2, "can be reached from other hosts: anyone who reaches it reads "
+	    "policy names and traffic counts; bind it to ::1" },
+	{ "metrics on loopback", LISTEN "metrics = \"inet:9717@127.0.0.1\";\n" ONE_POLICY,
+	    0, NULL },
+	{ "metrics on IPv6 loopback", LISTEN "metrics = \"inet6:9717@[::1]\";\n"
+	    ONE_POLICY, 0, NULL },
 	{ "standard 550", REJ("\"550 5.7.1 Sender refused\""), 0, NULL },
 	{ "standard 421", TMPF("\"421 4.7.0 Try later\""), 0, NULL },
 	{ "32 reply lines",
@@ -602,7 +630,7 @@ static const char good_text[] =
     "# policy-milter, DESIGN.md section 3 with the policy types that exist\n"
     "listen = \"unix:/var/spool/postfix/policy-milter/milter.sock\";\n"
     "socket_mode = \"0660\";\n"
-    "user = \"policy-milter\";  group = \"postfix\";\n"
+    "user = \"policy-milter\";  group = \"postfix\";  metrics = \"inet:9717@127.0.0.1\";\n"
     "\n"
     "redis = {\n"
     "  address = \"" REDIS_ADDR "\";\n"
@@ -680,6 +708,8 @@ START_TEST(good_config)
 	ck_assert_msg(c->socket_mode == 0660, "good: socket_mode %o", c->socket_mode);
 	ck_assert_msg(strcmp(c->user, "policy-milter") == 0 && strcmp(c->group, "postfix") == 0,
 	    "good: user %s group %s", c->user, c->group);
+	ck_assert_msg(c->metrics != NULL && strcmp(c->metrics, "inet:9717@127.0.0.1") == 0,
+	    "good: metrics %s", c->metrics ? c->metrics : "(unset)");
 
 	ck_assert_msg(c->redis != NULL, "good: no redis");
 	ck_assert_msg(strcmp(c->redis->address, REDIS_ADDR) == 0, "good: redis address %s",
@@ -789,6 +819,7 @@ START_TEST(defaults)
 	ck_assert_msg(rep.nerr == 0 && rep.nwarn == 0, "defaults: reports:%s", all_reports());
 	ck_assert_msg(c->socket_mode == -1, "defaults: socket_mode %d", c->socket_mode);
 	ck_assert_msg(c->user == NULL && c->group == NULL, "defaults: user or group set");
+	ck_assert_msg(c->metrics == NULL, "defaults: metrics \"%s\"", c->metrics);
 	ck_assert_msg(c->on_redis_error == CFG_ON_ERROR_ACCEPT, "defaults: on_redis_error %d",
 	    c->on_redis_error);
 	ck_assert_msg(c->exempt.nclients == 0 && !c->exempt.authenticated,
