@@ -3,13 +3,18 @@
  * check_limiter - unit tests of the rate-limit script (milter/limiter.c)
  * against a private Redis: boundaries, all or nothing across checks,
  * give-backs, windows of 1 s and 30 d, sliding (not fixed) windows, removal
- * of stale buckets, exactness under concurrency and binary-safe keys.
+ * of stale buckets, exactness under concurrency and binary-safe keys; per-key
+ * overrides, the bounded record of refusals, peek calls that change nothing
+ * (DEBUG DIGEST-VALUE and PEXPIRETIME of every key before and after), and
+ * the names limiter_keys and limiter_counter_key make.
  *
  * main() starts the Redis (tests/testlib) before any test runs, so that
  * Check's forked children share it.  Every case writes keys of its own,
- * "lim:<test>:<case>...".  What Redis holds is read back through redis-cli
- * (tl_redis_command) with small Lua snippets built on HGETALL, HGET and PTTL,
- * never through the code under test.  Cases that wait for a window to pass
+ * "lim:<test>:<case>..." (the newer ones "lim:rl:<policy>:<key>" and the
+ * policy's "lim:override:", "lim:top:", "lim:topn:<policy>").  What Redis
+ * holds is read back through redis-cli (tl_redis_command) with small Lua
+ * snippets built on HGETALL, HGET and PTTL, or plain commands, never through
+ * the code under test.  Cases that wait for a window to pass
  * use windows of 1 and 2 s, so the whole program runs in a few seconds.
  *
  * Cases are tables run with tcase_add_loop_test; each failure message starts
@@ -22,6 +27,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1161,6 +1167,710 @@ START_TEST(test_deadline_stall)
 }
 END_TEST
 
+/* ---- overrides, the refusal record and peek (limiter.h, limiter_keys) */
+
+/*
+ * The keys of a policy's own key as the engine names them under the prefix
+ * "lim:", built here by hand (not by limiter_keys or limiter_counter_key,
+ * tested on their own below): the counter "lim:rl:<policy>:<key>", where
+ * key starts at keyoff, and "lim:override:", "lim:top:", "lim:topn:<policy>".
+ */
+struct pkeys {
+	struct limiter_keys k;
+	char counter[128];
+	size_t len, keyoff;
+};
+
+static void
+policy_keys(struct pkeys *p, const char *policy, const char *key)
+{
+	snprintf(p->k.override_key, sizeof(p->k.override_key), "lim:override:%s", policy);
+	snprintf(p->k.top_key, sizeof(p->k.top_key), "lim:top:%s", policy);
+	snprintf(p->k.topn_key, sizeof(p->k.topn_key), "lim:topn:%s", policy);
+	p->keyoff = (size_t)snprintf(p->counter, sizeof(p->counter), "lim:rl:%s:", policy);
+	p->len = p->keyoff + (size_t)snprintf(p->counter + p->keyoff,
+	    sizeof(p->counter) - p->keyoff, "%s", key);
+}
+
+/* A count of p's key that names its override hash and/or its record. */
+static struct limiter_check
+pcheck(const struct pkeys *p, uint64_t limit, uint64_t window, uint64_t amount,
+    char on_over, bool override, bool record)
+{
+	struct limiter_check c = check_of(p->counter, p->len, limit, window, amount, on_over);
+
+	c.override_key = override ? p->k.override_key : NULL;
+	c.top_key = record ? p->k.top_key : NULL;
+	c.topn_key = record ? p->k.topn_key : NULL;
+	c.keyoff = p->keyoff;
+	return c;
+}
+
+/* run() with any reserve mode (LIMITER_PEEK among them). */
+static void
+run_mode(const char *label, const struct limiter_check *c, size_t nc,
+    enum limiter_reserve mode, const struct limiter_back *always, size_t na,
+    const struct limiter_back *if_refused, size_t nr,
+    bool *refused, size_t *stop, struct limiter_result *res)
+{
+	char err[256] = "";
+
+	*refused = true;
+	*stop = (size_t)-1;
+	ck_assert_msg(limiter_run(st, c, nc, mode, always, na, if_refused, nr,
+	    refused, stop, res, err, sizeof(err)) == 0,
+	    "%s: limiter_run failed: %s", label, err);
+}
+
+/* One integer answered by redis-cli (nil, an empty line, is -1). */
+static long long redis_int(const char *label, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static long long
+redis_int(const char *label, const char *fmt, ...)
+{
+	char cmd[2048];
+	const char *out;
+	long long v = 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	out = tl_redis_command("%s", cmd);
+	if (out[0] == '\0')
+		return -1;
+	ck_assert_msg(sscanf(out, "%lld", &v) == 1, "%s: %s: \"%s\"", label,
+	    cmd, out);
+	return v;
+}
+
+/* ---- overrides */
+
+static const struct {
+	const char *label;
+	const char *text;	/* the override's value; NULL: "limit expiry" */
+	uint64_t ov_limit;
+	int64_t ov_expiry;	/* ms from Redis's now; 0: never */
+	bool named;		/* the check names the override hash */
+	bool other;		/* the override is for another key of the policy */
+	uint64_t limit;		/* the configured one */
+	const char *want;	/* per call of 1: '+' accepted, '-' over */
+	uint64_t want_limit;	/* result.limit of every call */
+	int kept;		/* the field is there after: 1, 0, -1 not asked */
+} overrides[] = {
+	{ "5 replaces 2", NULL, 5, 0, true, false, 2, "+++++-", 5, 1 },
+	{ "1 replaces 3 (lower)", NULL, 1, 0, true, false, 3, "+-", 1, 1 },
+	{ "0 0: the first is over", NULL, 0, 0, true, false, 2, "--", 0, 1 },
+	{ "expiry in a minute", NULL, 4, 60 * SEC, true, false, 2, "++++-", 4, 1 },
+	{ "expired a second ago: ignored and deleted", NULL, 5, -1000, true,
+	    false, 2, "++-", 2, 0 },
+	{ "expired a day ago: ignored and deleted", NULL, 0, -(int64_t)DAY, true,
+	    false, 2, "++-", 2, 0 },
+	{ "malformed: abc", "abc", 0, 0, true, false, 2, "++-", 2, -1 },
+	{ "malformed: no expiry", "5", 0, 0, true, false, 2, "++-", 2, -1 },
+	{ "malformed: negative", "-5 0", 0, 0, true, false, 2, "++-", 2, -1 },
+	{ "malformed: a third word", "5 0 x", 0, 0, true, false, 2, "++-", 2, -1 },
+	{ "malformed: leading space", " 5 0", 0, 0, true, false, 2, "++-", 2, -1 },
+	{ "malformed: empty", "", 0, 0, true, false, 2, "++-", 2, -1 },
+	{ "the check names no override hash", NULL, 5, 0, false, false, 2,
+	    "++-", 2, 1 },
+	{ "an override of another key (a prefix of it)", NULL, 5, 0, true, true,
+	    2, "++-", 2, 1 },
+};
+
+/*
+ * A count whose check names its policy's override hash runs under the limit
+ * of the field that is its own key (from keyoff on), "<limit> <expiry ms>",
+ * and reports it in result.limit; an override that has expired (Redis's
+ * clock), is malformed, belongs to another key, or that the check does not
+ * name leaves the configured limit in force; a normal call deletes an
+ * expired one, and nothing else.
+ */
+START_TEST(test_override)
+{
+	const char *label = overrides[_i].label, *want = overrides[_i].want;
+	uint64_t window = MIN;
+	char policy[32], value[64], after[64];
+	long long accepted = 0;
+	struct pkeys p;
+	const char *field;
+
+	snprintf(policy, sizeof(policy), "ov%d", _i);
+	policy_keys(&p, policy, "user@example.com");
+	field = overrides[_i].other ? "user@example.co" : "user@example.com";
+	if (overrides[_i].text != NULL)
+		snprintf(value, sizeof(value), "%s", overrides[_i].text);
+	else
+		snprintf(value, sizeof(value), "%" PRIu64 " %" PRId64,
+		    overrides[_i].ov_limit, overrides[_i].ov_expiry == 0 ? 0 :
+		    redis_now_ms(label) + overrides[_i].ov_expiry);
+	ck_assert_msg(redis_int(label, "HSET %s %s '%s'", p.k.override_key, field,
+	    value) == 1, "%s: HSET of the override", label);
+	tl_redis_command("PEXPIRE %s 600000", p.k.override_key);
+
+	for (size_t j = 0; want[j] != '\0'; j++) {
+		struct limiter_check c = pcheck(&p, overrides[_i].limit, window, 1, 'r',
+		    overrides[_i].named, false);
+		struct limiter_result res;
+		bool refused;
+		size_t stop;
+
+		run(label, &c, 1, true, NULL, 0, NULL, 0, &refused, &stop, &res);
+		ck_assert_msg(res.over == (want[j] == '-') && refused == res.over,
+		    "%s: call %zu: over %d refused %d, expected \"%s\"", label,
+		    j + 1, res.over, refused, want);
+		ck_assert_msg(res.limit == overrides[_i].want_limit, "%s: call "
+		    "%zu: limit %" PRIu64 " reported, expected %" PRIu64, label,
+		    j + 1, res.limit, overrides[_i].want_limit);
+		if (res.over && overrides[_i].want_limit == 0)
+			ck_assert_msg(res.retry_ms == 0, "%s: call %zu: limit 0 "
+			    "but retry in %" PRIu64 " ms", label, j + 1, res.retry_ms);
+		else if (res.over)
+			ck_assert_msg(res.retry_ms > 0 && res.retry_ms <= window +
+			    limiter_bucket_ms(window), "%s: call %zu: retry %"
+			    PRIu64 " ms", label, j + 1, res.retry_ms);
+		accepted += !res.over;
+	}
+	assert_units(label, "the counter", p.counter, p.len, accepted,
+	    window + limiter_bucket_ms(window) + 1);
+	snprintf(after, sizeof(after), "%s", tl_redis_command("HGET %s %s",
+	    p.k.override_key, field));
+	if (overrides[_i].kept == 1)
+		ck_assert_msg(strcmp(after, value) == 0, "%s: the override is "
+		    "now \"%s\", expected \"%s\" kept", label, after, value);
+	else if (overrides[_i].kept == 0)
+		ck_assert_msg(redis_int(label, "HEXISTS %s %s", p.k.override_key,
+		    field) == 0, "%s: the expired override \"%s\" is still "
+		    "there", label, after);
+}
+END_TEST
+
+/*
+ * A peek reads an expired override as absent (the configured limit in
+ * force) but leaves it where it is; the next normal call deletes it.
+ */
+START_TEST(test_override_expired_peek)
+{
+	const char *label = "expired override, peek then check";
+	struct pkeys p;
+	struct limiter_check c;
+	struct limiter_result res;
+	bool refused;
+	size_t stop;
+
+	policy_keys(&p, "ovpeek", "k");
+	ck_assert_msg(redis_int(label, "HSET %s k '9 %" PRId64 "'", p.k.override_key,
+	    redis_now_ms(label) - 1000) == 1, "%s: HSET", label);
+	tl_redis_command("PEXPIRE %s 600000", p.k.override_key);
+	c = pcheck(&p, 3, MIN, 1, 'r', true, false);
+
+	run_mode(label, &c, 1, LIMITER_PEEK, NULL, 0, NULL, 0, &refused, &stop, &res);
+	ck_assert_msg(!refused && !res.over && res.limit == 3, "%s: peek: refused %d "
+	    "over %d limit %" PRIu64 ", expected 0 0 3", label, refused, res.over,
+	    res.limit);
+	ck_assert_msg(redis_int(label, "HEXISTS %s k", p.k.override_key) == 1,
+	    "%s: a peek deleted the expired override", label);
+
+	run_mode(label, &c, 1, LIMITER_CHECK_ONLY, NULL, 0, NULL, 0, &refused, &stop, &res);
+	ck_assert_msg(!refused && !res.over && res.limit == 3, "%s: check: refused %d "
+	    "over %d limit %" PRIu64 ", expected 0 0 3", label, refused, res.over,
+	    res.limit);
+	ck_assert_msg(redis_int(label, "HEXISTS %s k", p.k.override_key) == 0,
+	    "%s: a normal call left the expired override", label);
+	ck_assert_msg(count_keys(label, "lim:rl:ovpeek:*") == 0, "%s: a call that "
+	    "reserves nothing created the counter", label);
+}
+END_TEST
+
+/*
+ * Several policies in one call, each with its override hash and record, and
+ * a give-back before them in KEYS: every check reads its own hash (all have
+ * a field "k", with different limits), a refusal is recorded in its own
+ * policy's record only, and the give-back still reaches its key.
+ */
+START_TEST(test_override_many)
+{
+	const char *label = "four policies in one call";
+	static const struct {
+		const char *policy;
+		const char *override;	/* NULL: none */
+		uint64_t limit, pre;
+		char on_over;
+		bool record;
+		bool over;
+		uint64_t want_limit;
+	} pol[] = {
+		{ "oma", "1 0", 5, 1, 's', false, true, 1 },
+		{ "omb", NULL, 7, 0, 'r', true, false, 7 },
+		{ "omc", "3 0", 1, 2, 's', true, false, 3 },
+		{ "omd", "2 0", 9, 2, 'r', true, true, 2 },
+	};
+	struct pkeys p[4], g;
+	struct limiter_check c[4];
+	struct limiter_result res[4];
+	struct limiter_back back;
+	bool refused;
+	size_t stop;
+
+	policy_keys(&g, "omg", "k");
+	back.key = g.counter;
+	back.keylen = g.len;
+	back.field = fill(label, g.counter, g.len, MIN, 2);
+	back.amount = 1;
+	for (size_t i = 0; i < 4; i++) {
+		policy_keys(&p[i], pol[i].policy, "k");
+		if (pol[i].override != NULL) {
+			tl_redis_command("HSET %s k '%s'", p[i].k.override_key, pol[i].override);
+			tl_redis_command("PEXPIRE %s 600000", p[i].k.override_key);
+		}
+		if (pol[i].pre > 0)
+			fill(label, p[i].counter, p[i].len, MIN, pol[i].pre);
+		c[i] = pcheck(&p[i], pol[i].limit, MIN, 1, pol[i].on_over,
+		    pol[i].override != NULL, pol[i].record);
+	}
+	run(label, c, 4, true, NULL, 0, &back, 1, &refused, &stop, res);
+	ck_assert_msg(refused && stop == 3, "%s: refused %d stop %zu, expected 1 3",
+	    label, refused, stop);
+	for (size_t i = 0; i < 4; i++) {
+		ck_assert_msg(res[i].over == pol[i].over && res[i].limit ==
+		    pol[i].want_limit, "%s: %s: over %d limit %" PRIu64 ", expected "
+		    "%d %" PRIu64, label, pol[i].policy, res[i].over, res[i].limit,
+		    pol[i].over, pol[i].want_limit);
+		ck_assert_msg(count_keys(label, p[i].k.top_key) == (i == 3) &&
+		    count_keys(label, p[i].k.topn_key) == (i == 3), "%s: %s: "
+		    "record keys %lld %lld", label, pol[i].policy,
+		    count_keys(label, p[i].k.top_key), count_keys(label,
+		    p[i].k.topn_key));
+	}
+	ck_assert_msg(redis_int(label, "HGET %s k", p[3].k.topn_key) == 1 &&
+	    redis_int(label, "ZCARD %s", p[3].k.top_key) == 1 &&
+	    redis_int(label, "ZSCORE %s k", p[3].k.top_key) > 0,
+	    "%s: the refusal is not recorded as member k", label);
+	assert_units(label, "the given-back key", g.counter, g.len, 1,
+	    MIN + limiter_bucket_ms(MIN) + 1);
+}
+END_TEST
+
+/* ---- the refusal record */
+
+static const struct {
+	const char *label;
+	char on_over;
+	uint64_t limit;		/* 1 unit is reserved first: over when < 2 */
+	enum limiter_reserve mode;
+	unsigned calls;
+	bool recorded;
+} records[] = {
+	{ "refused once", 'r', 1, LIMITER_RESERVE, 1, true },
+	{ "refused 3 times", 'r', 1, LIMITER_RESERVE, 3, true },
+	{ "refused twice, check only", 'r', 1, LIMITER_CHECK_ONLY, 2, true },
+	{ "refused, amount above the limit", 'r', 0, LIMITER_RESERVE, 2, true },
+	{ "over, soft (dry run)", 's', 1, LIMITER_RESERVE, 2, false },
+	{ "over, accept", 'a', 1, LIMITER_RESERVE, 2, false },
+	{ "passes", 'r', 10, LIMITER_RESERVE, 2, false },
+	{ "refused, peek", 'r', 1, LIMITER_PEEK, 2, false },
+};
+
+/*
+ * A count that refuses, and only one that refuses (not soft, not accept,
+ * not one that passes, not in a peek), is noted in its policy's record:
+ * member = the policy's own key (the counter key from keyoff), score = the
+ * time of the refusal (Redis's clock), count = refusals in a row; both keys
+ * with a TTL of at most the window.
+ */
+START_TEST(test_record)
+{
+	const char *label = records[_i].label;
+	uint64_t window = MIN;
+	int64_t t0, t1;
+	char policy[32];
+	struct pkeys p;
+	long long score, n;
+
+	snprintf(policy, sizeof(policy), "rec%d", _i);
+	/* A key with ':' in it: the member is all of it, from keyoff. */
+	policy_keys(&p, policy, "a:b@c");
+	fill(label, p.counter, p.len, window, 1);
+	t0 = redis_now_ms(label);
+	for (unsigned j = 0; j < records[_i].calls; j++) {
+		struct limiter_check c = pcheck(&p, records[_i].limit, window, 1,
+		    records[_i].on_over, false, true);
+		struct limiter_result res;
+		bool refused;
+		size_t stop;
+
+		run_mode(label, &c, 1, records[_i].mode, NULL, 0, NULL, 0, &refused,
+		    &stop, &res);
+		ck_assert_msg(res.over == (records[_i].limit < 2), "%s: call %u: "
+		    "over %d", label, j + 1, res.over);
+	}
+	t1 = redis_now_ms(label);
+	if (!records[_i].recorded) {
+		ck_assert_msg(count_keys(label, p.k.top_key) == 0 &&
+		    count_keys(label, p.k.topn_key) == 0, "%s: recorded: %lld "
+		    "members, %lld counts", label,
+		    redis_int(label, "ZCARD %s", p.k.top_key),
+		    redis_int(label, "HLEN %s", p.k.topn_key));
+		return;
+	}
+	score = redis_int(label, "ZSCORE %s a:b@c", p.k.top_key);
+	ck_assert_msg(score >= t0 && score <= t1, "%s: score %lld, expected %"
+	    PRId64 "..%" PRId64 " (ZRANGE: %s)", label, score, t0, t1,
+	    tl_redis_command("ZRANGE %s 0 -1", p.k.top_key));
+	n = redis_int(label, "HGET %s a:b@c", p.k.topn_key);
+	ck_assert_msg(n == (long long)records[_i].calls, "%s: count %lld, expected %u",
+	    label, n, records[_i].calls);
+	ck_assert_msg(redis_int(label, "ZCARD %s", p.k.top_key) == 1 &&
+	    redis_int(label, "HLEN %s", p.k.topn_key) == 1, "%s: more than one "
+	    "member", label);
+	for (int k = 0; k < 2; k++) {
+		const char *key = k == 0 ? p.k.top_key : p.k.topn_key;
+		long long pttl = redis_int(label, "PTTL %s", key);
+
+		ck_assert_msg(pttl > 0 && (uint64_t)pttl <= window, "%s: %s has "
+		    "PTTL %lld, expected 1..%" PRIu64, label, key, pttl, window);
+	}
+}
+END_TEST
+
+/*
+ * The record is bounded: after 300 refusals of 300 keys, the 256 most
+ * recent are in both keys and the 44 oldest in neither.  (Refusals in the
+ * same ms tie on the score; the members sort by name in the order they came.)
+ */
+START_TEST(test_record_bounded)
+{
+	const char *label = "300 keys refused";
+	struct pkeys p;
+	const char *out;
+	long long zcard = -1, hlen = -1, old = -1, missing = -1, notone = -1;
+
+	for (int i = 0; i < 300; i++) {
+		char key[16];
+		struct limiter_check c;
+		struct limiter_result res;
+		bool refused;
+		size_t stop;
+
+		snprintf(key, sizeof(key), "k%03d", i);
+		policy_keys(&p, "recbound", key);
+		c = pcheck(&p, 0, MIN, 1, 'r', false, true);
+		run(label, &c, 1, true, NULL, 0, NULL, 0, &refused, &stop, &res);
+		ck_assert_msg(refused, "%s: %s not refused", label, key);
+	}
+	out = tl_redis_command("EVAL 'local old, missing, notone = 0, 0, 0 "
+	    "for i = 0, 299 do local m = string.format(\"k%%03d\", i) "
+	    "local z = redis.call(\"ZSCORE\", KEYS[1], m) "
+	    "local h = redis.call(\"HGET\", KEYS[2], m) "
+	    "if i < 44 then if z or h then old = old + 1 end "
+	    "else if not z or not h then missing = missing + 1 "
+	    "elseif h ~= \"1\" then notone = notone + 1 end end end "
+	    "return redis.call(\"ZCARD\", KEYS[1]) .. \" \" .. "
+	    "redis.call(\"HLEN\", KEYS[2]) .. \" \" .. old .. \" \" .. missing "
+	    ".. \" \" .. notone' 2 %s %s", p.k.top_key, p.k.topn_key);
+	ck_assert_msg(sscanf(out, "%lld %lld %lld %lld %lld", &zcard, &hlen, &old,
+	    &missing, &notone) == 5, "%s: reading the record: \"%s\"", label, out);
+	ck_assert_msg(zcard == 256 && hlen == 256, "%s: ZCARD %lld HLEN %lld, "
+	    "expected 256 256", label, zcard, hlen);
+	ck_assert_msg(old == 0 && missing == 0 && notone == 0, "%s: %lld of the 44 "
+	    "oldest kept, %lld of the 256 newest missing, %lld counts not 1",
+	    label, old, missing, notone);
+}
+END_TEST
+
+/*
+ * A member's count runs while its refusals come less than a window apart,
+ * and starts again at 1 after a pause of a whole window, even when the
+ * record lived on through another member.
+ */
+START_TEST(test_record_pause)
+{
+	const char *label = "a pause of a window";
+	uint64_t window = 2 * SEC;
+	struct pkeys x, y;
+	struct limiter_check cx, cy;
+	struct limiter_result res;
+	bool refused;
+	size_t stop;
+
+	policy_keys(&x, "recpause", "x");
+	policy_keys(&y, "recpause", "y");
+	cx = pcheck(&x, 0, window, 1, 'r', false, true);
+	cy = pcheck(&y, 0, window, 1, 'r', false, true);
+	run(label, &cx, 1, true, NULL, 0, NULL, 0, &refused, &stop, &res);
+	run(label, &cx, 1, true, NULL, 0, NULL, 0, &refused, &stop, &res);
+	ck_assert_msg(redis_int(label, "HGET %s x", x.k.topn_key) == 2,
+	    "%s: x refused twice: count %lld", label,
+	    redis_int(label, "HGET %s x", x.k.topn_key));
+	sleep_ms(1200);
+	run(label, &cy, 1, true, NULL, 0, NULL, 0, &refused, &stop, &res);
+	sleep_ms(1200);
+	run(label, &cx, 1, true, NULL, 0, NULL, 0, &refused, &stop, &res);
+	ck_assert_msg(redis_int(label, "HGET %s y", x.k.topn_key) == 1,
+	    "%s: the record did not live on through y (too slow a machine?)", label);
+	ck_assert_msg(redis_int(label, "HGET %s x", x.k.topn_key) == 1,
+	    "%s: x refused 2.4 s after its last refusal (window 2 s): count %lld, "
+	    "expected 1", label, redis_int(label, "HGET %s x", x.k.topn_key));
+}
+END_TEST
+
+/* ---- peek */
+
+#define PEEK_KEYS 8
+
+/* What a key is: DEBUG DIGEST-VALUE (value and type) and PEXPIRETIME. */
+struct snap {
+	char digest[PEEK_KEYS][64];
+	long long expire[PEEK_KEYS];
+};
+
+static void
+snapshot(const char *label, const char *const *keys, struct snap *s)
+{
+	for (size_t i = 0; i < PEEK_KEYS; i++) {
+		snprintf(s->digest[i], sizeof(s->digest[i]), "%s",
+		    tl_redis_command("DEBUG DIGEST-VALUE %s", keys[i]));
+		ck_assert_msg(strlen(s->digest[i]) == 40, "%s: DEBUG DIGEST-VALUE %s: "
+		    "\"%s\"", label, keys[i], s->digest[i]);
+		s->expire[i] = redis_int(label, "PEXPIRETIME %s", keys[i]);
+	}
+}
+
+/*
+ * A peek changes nothing at all: not a stale bucket, not an expired member
+ * of a live list (the one looked up nor the others), not an expired
+ * override, no refusal record, no give-back, no counter created; every key
+ * has the same value and expiry time after it.  It reports what a normal
+ * call reports (count of the buckets in the window only, over, retry,
+ * limit), and in field the bucket LIMITER_RESERVE would have reserved.  A
+ * normal call after it does change what the peek left: the setup had
+ * something to change.
+ */
+START_TEST(test_peek)
+{
+	const char *label = "peek";
+	uint64_t window = MIN, bucket = limiter_bucket_ms(window);
+	struct pkeys pc, pd, pn, pg;
+	const char *list = "lim:list:peek";
+	const char *members[2] = { "gone", "here" };
+	const size_t memberlens[2] = { 4, 4 };
+	struct limiter_check c1[3], c2;
+	struct limiter_back back;
+	struct limiter_result r1[3], r2, n1[3], n2;
+	struct snap before, after;
+	int64_t now, old, live, here, t0, t1, tn;
+	bool refused;
+	size_t stop;
+
+	policy_keys(&pc, "peek", "c");
+	policy_keys(&pd, "peek", "d");
+	policy_keys(&pn, "peek", "new");
+	policy_keys(&pg, "peek", "g");
+	const char *keys[PEEK_KEYS] = { pc.counter, pd.counter, pn.counter,
+	    pg.counter, list, pc.k.override_key, pc.k.top_key, pc.k.topn_key };
+
+	now = redis_now_ms(label);
+	old = now - 2 * (int64_t)window;
+	old -= old % (int64_t)bucket;
+	live = now - 5000;
+	live -= live % (int64_t)bucket;
+	here = now / 1000 + 3600;
+	/* c: 7 stale units and 2 live; d the same with 4 stale; g: 3 live. */
+	tl_redis_command("HSET %s %" PRId64 " 7 %" PRId64 " 2", pc.counter, old, live);
+	tl_redis_command("HSET %s %" PRId64 " 4 %" PRId64 " 2", pd.counter, old, live);
+	tl_redis_command("HSET %s %" PRId64 " 3", pg.counter, live);
+	tl_redis_command("ZADD %s %" PRId64 " gone %" PRId64 " x1 %" PRId64 " x2 %"
+	    PRId64 " here", list, now / 1000 - 10, now / 1000 - 20, now / 1000 - 30,
+	    here);
+	tl_redis_command("HSET %s c '9 %" PRId64 "' d '9 %" PRId64 "'",
+	    pc.k.override_key, now - 1000, now - 1000);
+	for (size_t i = 0; i < 6; i++)
+		if (i != 2)
+			tl_redis_command("PEXPIRE %s %" PRIu64, keys[i], 2 * window);
+
+	/* 1: a lookup (soft) found, c fits, a new key fits; a give-back. */
+	memset(&c1[0], 0, sizeof(c1[0]));
+	c1[0].key = list;
+	c1[0].keylen = strlen(list);
+	c1[0].members = members;
+	c1[0].memberlens = memberlens;
+	c1[0].nmembers = 2;
+	c1[0].on_over = LIMITER_SOFT;
+	c1[0].on_fail = LIMITER_REFUSE;
+	c1[1] = pcheck(&pc, 5, window, 1, 'r', true, true);
+	c1[2] = pcheck(&pn, 5, window, 1, 'r', true, true);
+	back.key = pg.counter;
+	back.keylen = pg.len;
+	back.field = live;
+	back.amount = 1;
+	/* 2: d over its limit, refused: an "if refused" give-back. */
+	c2 = pcheck(&pd, 2, window, 1, 'r', true, true);
+
+	snapshot(label, keys, &before);
+	t0 = redis_now_ms(label);
+	run_mode(label, c1, 3, LIMITER_PEEK, &back, 1, NULL, 0, &refused, &stop, r1);
+	ck_assert_msg(!refused && stop == 3, "%s: call 1: refused %d stop %zu",
+	    label, refused, stop);
+	run_mode(label, &c2, 1, LIMITER_PEEK, NULL, 0, &back, 1, &refused, &stop, &r2);
+	ck_assert_msg(refused && stop == 0, "%s: call 2: refused %d stop %zu",
+	    label, refused, stop);
+	t1 = redis_now_ms(label);
+	snapshot(label, keys, &after);
+	for (size_t i = 0; i < PEEK_KEYS; i++)
+		ck_assert_msg(strcmp(before.digest[i], after.digest[i]) == 0 &&
+		    before.expire[i] == after.expire[i], "%s: %s changed: digest %s "
+		    "-> %s, expiry %lld -> %lld", label, keys[i], before.digest[i],
+		    after.digest[i], before.expire[i], after.expire[i]);
+	ck_assert_msg(count_keys(label, "lim:*:peek*") == 5, "%s: %lld keys, "
+	    "expected 5", label, count_keys(label, "lim:*:peek*"));
+
+	/* What the peek reported. */
+	ck_assert_msg(r1[0].over && !r1[0].failed && r1[0].count == 2 &&
+	    r1[0].retry_ms == (uint64_t)here && r1[0].field == -1, "%s: lookup: "
+	    "over %d failed %d count %" PRIu64 " retry %" PRIu64 " field %" PRId64,
+	    label, r1[0].over, r1[0].failed, r1[0].count, r1[0].retry_ms, r1[0].field);
+	for (size_t i = 1; i < 3; i++) {
+		uint64_t want = i == 1 ? 2 : 0;
+
+		ck_assert_msg(!r1[i].over && r1[i].count == want && r1[i].limit == 5,
+		    "%s: count %zu: over %d count %" PRIu64 " limit %" PRIu64
+		    ", expected 0 %" PRIu64 " 5", label, i, r1[i].over, r1[i].count,
+		    r1[i].limit, want);
+		ck_assert_msg(r1[i].field >= t0 - (int64_t)bucket && r1[i].field <= t1 &&
+		    r1[i].field % (int64_t)bucket == 0, "%s: count %zu: field %" PRId64
+		    ", expected the bucket of %" PRId64 "..%" PRId64, label, i,
+		    r1[i].field, t0, t1);
+	}
+	ck_assert_msg(r2.over && r2.count == 2 && r2.limit == 2 && r2.field == -1 &&
+	    r2.retry_ms > 0 && (int64_t)r2.retry_ms <= live + (int64_t)(bucket +
+	    window) - t0, "%s: over: over %d count %" PRIu64 " limit %" PRIu64
+	    " field %" PRId64 " retry %" PRIu64, label, r2.over, r2.count, r2.limit,
+	    r2.field, r2.retry_ms);
+
+	/* The same calls, normal: the same report, and the changes. */
+	run_mode(label, c1, 3, LIMITER_CHECK_ONLY, &back, 1, NULL, 0, &refused, &stop, n1);
+	ck_assert_msg(!refused && stop == 3, "%s: normal call 1: refused %d stop %zu",
+	    label, refused, stop);
+	run_mode(label, &c2, 1, LIMITER_CHECK_ONLY, NULL, 0, &back, 1, &refused, &stop, &n2);
+	ck_assert_msg(refused && stop == 0, "%s: normal call 2: refused %d stop %zu",
+	    label, refused, stop);
+	tn = redis_now_ms(label);
+	for (size_t i = 0; i < 3; i++)
+		ck_assert_msg(n1[i].over == r1[i].over && n1[i].count == r1[i].count &&
+		    n1[i].retry_ms == r1[i].retry_ms && n1[i].limit == r1[i].limit,
+		    "%s: check %zu: peek over %d count %" PRIu64 " retry %" PRIu64
+		    " limit %" PRIu64 ", normal %d %" PRIu64 " %" PRIu64 " %" PRIu64,
+		    label, i, r1[i].over, r1[i].count, r1[i].retry_ms, r1[i].limit,
+		    n1[i].over, n1[i].count, n1[i].retry_ms, n1[i].limit);
+	ck_assert_msg(n2.over && n2.count == r2.count && n2.limit == r2.limit &&
+	    n2.retry_ms <= r2.retry_ms && r2.retry_ms - n2.retry_ms <=
+	    (uint64_t)(tn - t0), "%s: over: peek retry %" PRIu64 ", normal %"
+	    PRIu64 " (%" PRId64 " ms later)", label, r2.retry_ms, n2.retry_ms, tn - t0);
+	ck_assert_msg(hget(label, pc.counter, pc.len, old) == -1 &&
+	    hget(label, pd.counter, pd.len, old) == -1, "%s: the normal call kept "
+	    "a stale bucket", label);
+	ck_assert_msg(redis_int(label, "ZCARD %s", list) == 1, "%s: the normal "
+	    "call left %lld members, expected here alone", label,
+	    redis_int(label, "ZCARD %s", list));
+	ck_assert_msg(redis_int(label, "HLEN %s", pc.k.override_key) == 0,
+	    "%s: the normal calls left an expired override", label);
+	ck_assert_msg(redis_int(label, "HGET %s d", pd.k.topn_key) == 1,
+	    "%s: the normal refusal is not recorded", label);
+	ck_assert_msg(hget(label, pg.counter, pg.len, live) == 1, "%s: the normal "
+	    "give-backs left %lld units of 3, expected 1", label,
+	    hget(label, pg.counter, pg.len, live));
+	ck_assert_msg(count_keys(label, pn.counter) == 0, "%s: a check-only call "
+	    "created a counter", label);
+}
+END_TEST
+
+/* ---- limiter_keys and limiter_counter_key */
+
+/*
+ * limiter_keys names a policy's override hash, record and counts under the
+ * prefix, and refuses (-1) when the longest, the override hash's name,
+ * does not fit its 400 bytes with its NUL: 399 octets fit, 400 do not.
+ */
+START_TEST(test_keys)
+{
+	static const struct {
+		const char *prefix, *policy;
+		const char *ov, *top, *topn;
+	} cases[] = {
+		{ "lim:", "p", "lim:override:p", "lim:top:p", "lim:topn:p" },
+		{ "", "x", "override:x", "top:x", "topn:x" },
+		{ "pm:{a}:", "per sender", "pm:{a}:override:per sender",
+		    "pm:{a}:top:per sender", "pm:{a}:topn:per sender" },
+	};
+	struct limiter_keys k;
+	char prefix[400], policy[32];
+
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		memset(&k, 'z', sizeof(k));
+		ck_assert_msg(limiter_keys(cases[i].prefix, cases[i].policy, &k) == 0,
+		    "%s: -1", cases[i].ov);
+		ck_assert_str_eq(k.override_key, cases[i].ov);
+		ck_assert_str_eq(k.top_key, cases[i].top);
+		ck_assert_str_eq(k.topn_key, cases[i].topn);
+	}
+	/* "<380 x>override:<10 p>" is 399 octets; one more p is 400. */
+	memset(prefix, 'x', 380);
+	prefix[380] = '\0';
+	snprintf(policy, sizeof(policy), "pppppppppp");
+	ck_assert_msg(limiter_keys(prefix, policy, &k) == 0, "399 octets refused");
+	ck_assert_uint_eq(strlen(k.override_key), 399);
+	ck_assert_msg(strncmp(k.override_key + 380, "override:pppppppppp", 20) == 0 &&
+	    strcmp(k.topn_key + 380, "topn:pppppppppp") == 0, "399 octets: %s",
+	    k.override_key + 380);
+	snprintf(policy, sizeof(policy), "ppppppppppp");
+	ck_assert_msg(limiter_keys(prefix, policy, &k) == -1, "400 octets accepted");
+	memset(prefix, 'x', 399);
+	prefix[399] = '\0';
+	ck_assert_msg(limiter_keys(prefix, "p", &k) == -1, "a 399-octet prefix accepted");
+}
+END_TEST
+
+/*
+ * limiter_counter_key writes "<prefix>rl:<policy>:<key>" (key binary safe)
+ * with its NUL, sets total to its length and returns where key starts; a
+ * buffer one octet too short is 0, and so is a prefix longer than it.
+ */
+START_TEST(test_counter_key)
+{
+	char buf[64], prefix[100];
+	size_t total = 0, off;
+
+	off = limiter_counter_key("lim:", "p", BYTES("k"), buf, sizeof(buf), &total);
+	ck_assert_uint_eq(off, 9);
+	ck_assert_uint_eq(total, 10);
+	ck_assert_str_eq(buf, "lim:rl:p:k");
+
+	off = limiter_counter_key("pm:", "per sender", BYTES("a\0b:c"), buf,
+	    sizeof(buf), &total);
+	ck_assert_uint_eq(off, 17);
+	ck_assert_uint_eq(total, 22);
+	ck_assert_msg(memcmp(buf, "pm:rl:per sender:a\0b:c", 23) == 0,
+	    "binary key: \"%.*s\"", (int)total, buf);
+
+	/* "lim:rl:p:" + "abc" + NUL: 13 octets fit in 13, not in 12. */
+	total = 0;
+	off = limiter_counter_key("lim:", "p", BYTES("abc"), buf, 13, &total);
+	ck_assert_uint_eq(off, 9);
+	ck_assert_uint_eq(total, 12);
+	ck_assert_str_eq(buf, "lim:rl:p:abc");
+	total = 77;
+	off = limiter_counter_key("lim:", "p", BYTES("abc"), buf, 12, &total);
+	ck_assert_uint_eq(off, 0);
+	ck_assert_uint_eq(total, 77);
+
+	memset(prefix, 'x', 99);
+	prefix[99] = '\0';
+	off = limiter_counter_key(prefix, "p", BYTES("k"), buf, sizeof(buf), &total);
+	ck_assert_uint_eq(off, 0);
+}
+END_TEST
+
 static Suite *
 limiter_suite(void)
 {
@@ -1178,6 +1888,14 @@ limiter_suite(void)
 	tcase_add_loop_test(tc, test_concurrency, 0, (int)NELEM(races));
 	tcase_add_test(tc, test_deadline_script);
 	tcase_add_test(tc, test_deadline_stall);
+	tcase_add_loop_test(tc, test_override, 0, (int)NELEM(overrides));
+	tcase_add_test(tc, test_override_expired_peek);
+	tcase_add_test(tc, test_override_many);
+	tcase_add_loop_test(tc, test_record, 0, (int)NELEM(records));
+	tcase_add_test(tc, test_record_bounded);
+	tcase_add_test(tc, test_peek);
+	tcase_add_test(tc, test_keys);
+	tcase_add_test(tc, test_counter_key);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("time");
@@ -1186,6 +1904,7 @@ limiter_suite(void)
 	tcase_add_loop_test(tc, test_window, 0, (int)NELEM(windows));
 	tcase_add_loop_test(tc, test_refill, 0, (int)NELEM(refills));
 	tcase_add_loop_test(tc, test_sliding, 0, (int)NELEM(slides));
+	tcase_add_test(tc, test_record_pause);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("hygiene");
