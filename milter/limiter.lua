@@ -47,24 +47,30 @@ local function int(x) return string.format('%.0f', x) end
 local writes = mode ~= '3'
 
 -- Units in the buckets that reach into the last window; drop older ones.
+-- Also returns the key's fields and values as HGETALL gave them, for retry.
 local function usage(key, window, bucket)
   local oldest = math.floor((now - window) / bucket) * bucket
   local all = redis.call('HGETALL', key)
-  local sum, live = 0, {}
+  local sum = 0
   for i = 1, #all, 2 do
     local f, v = tonumber(all[i]), tonumber(all[i + 1])
     if f == nil or v == nil or f < oldest then
       if writes then redis.call('HDEL', key, all[i]) end
     else
       sum = sum + v
-      live[#live + 1] = { f, v }
     end
   end
-  return sum, live
+  return sum, all, oldest
 end
 
 -- Time until count + amount fits: the oldest buckets leave the window.
-local function retry(live, excess, window, bucket)
+-- Only a refusal needs it, so only then are the buckets sorted.
+local function retry(all, oldest, excess, window, bucket)
+  local live = {}
+  for i = 1, #all, 2 do
+    local f, v = tonumber(all[i]), tonumber(all[i + 1])
+    if f ~= nil and v ~= nil and f >= oldest then live[#live + 1] = { f, v } end
+  end
   table.sort(live, function(a, b) return a[1] < b[1] end)
   local freed = 0
   for _, fv in ipairs(live) do
@@ -84,15 +90,16 @@ end
 -- other expired members: the set does not grow without bound, and a call
 -- never has a large deletion to make.
 local function lookup(key, a, m)
-  local ty = redis.call('TYPE', key)['ok']
-  if ty ~= 'zset' then return (ty == 'none') and 0 or -1, 0 end
   local nows = now / 1000
+  -- A key of another type fails the first command on it (no TYPE first).
   if writes then
-    local old = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)
+    local old = redis.pcall('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)
+    if old.err then return -1, 0 end
     if #old > 0 then redis.call('ZREM', key, unpack(old)) end
   end
   for j = 1, m do
-    local score = redis.call('ZSCORE', key, ARGV[a + j])
+    local score = redis.pcall('ZSCORE', key, ARGV[a + j])
+    if type(score) == 'table' and score.err then return -1, 0 end
     if score then
       local e = tonumber(score)
       if e == nil or e > nows then
@@ -110,8 +117,10 @@ end
 -- the policy's override hash, else the configured one.  An expired override
 -- counts as absent and is deleted.
 local function limit_of(ovk, field, limit)
-  local v = redis.call('HGET', ovk, field)
-  if not v then return limit end
+  -- pcall: an override key of another type (a mistake by hand) must not
+  -- fail the whole call; the configured limit applies.
+  local v = redis.pcall('HGET', ovk, field)
+  if type(v) ~= 'string' then return limit end
   local l, e = string.match(v, '^(%d+) (%d+)$')
   if l == nil then return limit end
   e = tonumber(e)
@@ -128,6 +137,10 @@ end
 -- members (the least recent go) and gone a window after the last refusal.
 local TOP = 256
 local function record(topk, topn, member, window)
+  -- Keys of another type (a mistake by hand) are left alone: the record
+  -- is for the operator, the refusal stands without it.
+  local tk, tn = redis.call('TYPE', topk)['ok'], redis.call('TYPE', topn)['ok']
+  if (tk ~= 'zset' and tk ~= 'none') or (tn ~= 'hash' and tn ~= 'none') then return end
   local last = tonumber(redis.call('ZSCORE', topk, member))
   if last ~= nil and last >= now - window then
     redis.call('HINCRBY', topn, member, 1)
@@ -183,11 +196,13 @@ for i = 1, nc do
     local limit, window, bucket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
     local amount, ovk, k = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 8])
     if ovk > 0 then limit = limit_of(KEYS[ovk], string.sub(KEYS[i], k + 1), limit) end
-    local sum, live = usage(KEYS[i], window, bucket)
+    local sum, all, oldest = usage(KEYS[i], window, bucket)
     counts[i], limits[i] = sum, limit
     if sum + amount > limit then
       over[i] = true
-      if amount <= limit then retries[i] = retry(live, sum + amount - limit, window, bucket) end
+      if amount <= limit then
+        retries[i] = retry(all, oldest, sum + amount - limit, window, bucket)
+      end
     end
   end
   if over[i] == true and act == 'r' and not lookup_check and writes then
