@@ -242,8 +242,11 @@ elseif not refused then
         if not writes then
           -- peek: what mode 1 would have reserved, nothing written
         elseif amount > 0 then
-          redis.call('HINCRBY', KEYS[i], int(f), int(amount))
-          redis.call('PEXPIRE', KEYS[i], int(window + bucket + 1))
+          -- A new bucket sets the key's TTL; a bucket that was there set
+          -- it when it came, long enough for it to leave the window.
+          if redis.call('HINCRBY', KEYS[i], int(f), int(amount)) == amount then
+            redis.call('PEXPIRE', KEYS[i], int(window + bucket + 1))
+          end
         elseif redis.call('EXISTS', KEYS[i]) == 1 then
           redis.call('PEXPIRE', KEYS[i], int(window + bucket + 1))
         end
