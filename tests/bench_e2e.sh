@@ -112,8 +112,13 @@ chmod 755 "$PM_TMP"     # Postfix's unprivileged daemons walk through it
 MILTER_PID=
 CG_ROOT=
 CG_KIND=none
+perf_pid=
 bench_cleanup() {
 	local pid
+	if [ -n "$perf_pid" ] && kill -0 "$perf_pid" 2>/dev/null; then
+		kill -INT "$perf_pid" 2>/dev/null
+		wait "$perf_pid" 2>/dev/null
+	fi
 	if [ -n "$MILTER_PID" ] && kill -0 "$MILTER_PID" 2>/dev/null; then
 		kill -TERM "$MILTER_PID" 2>/dev/null
 		pm_wait_gone "$MILTER_PID" 50 || kill -KILL "$MILTER_PID" 2>/dev/null
@@ -495,14 +500,14 @@ for cfg in $CONFIGS; do
 	[ "$eus" = - ] || eus=$(printf '%.1f' "$eus")
 	printf '%-13s %-20s %-9.2f %-9.2f %-10.2f %s\n' "$cfg" "$hwm" "$calls" "$cmds" "$ecalls" "$eus"
 done
-say "calls/m: Redis round trips per message (what a client sends: EVALSHA, TIME, ...);"
+say "calls/m: Redis round trips per message (commands a client sends: EVALSHA, SCRIPT LOAD...);"
 say "cmds/m: every command Redis ran, those inside scripts included; us/evalsha: Redis's"
 say "time per script call (commandstats usec_per_call, median of the runs)."
 say "Redis commands per message, by name (last round):"
 for cfg in $CONFIGS; do
 	[ -s "$PM_TMP/res/$cfg.cmds" ] || continue
 	say "  $cfg: $(sort -k2,2nr "$PM_TMP/res/$cfg.cmds" | awk -v n="$MESSAGES" \
-		'{ printf "%s%s %.2f", sep, $1, $2 / n; sep = ", " }')"
+		'$2 / n >= 0.005 { printf "%s%s %.2f", sep, $1, $2 / n; sep = ", " }')"
 done
 say "(x null: against the same round's null-P of the same policy set; none against null-${POLICIES%% *})"
 
@@ -530,6 +535,7 @@ if [ -n "$PERF" ] && [ "$PERF" != 0 ]; then
 		send "$SMTP_PORT" "$MESSAGES"
 		kill -INT "$perf_pid" 2>/dev/null || cat "$PM_TMP/perf.$cfg.log" >&2
 		wait "$perf_pid"
+		perf_pid=
 		say ""
 		say "perf record -g -p (the milter), $cfg, $MESSAGES messages:" \
 			"the 15 hottest symbols (self time)"
