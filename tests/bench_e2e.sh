@@ -39,7 +39,8 @@
 #   mta us/m     Postfix's CPU per message (master and every child: smtpd,
 #                cleanup, qmgr, discard, ...) including the delivery
 #                (only where a cgroup can be made, see below)
-#   VmHWM        the milter's peak resident set (MiB)
+#   VmHWM        the milter's peak resident set (MiB); threads, the most
+#                threads it had (libmilter: one per connection), sampled
 #   calls/m      Redis commands per message (INFO commandstats, all but
 #                the benchmark's own INFO and FLUSHALL), evalsha/m the
 #                script calls among them, us/evalsha Redis's own time per
@@ -259,15 +260,15 @@ wait_milter_socket() {
 }
 
 start_milter() {   # start_milter CONFIG-NAME
-	local kind=${1%%-*} set=${1#*-} log=$PM_TMP/milter.log
+	local kind=${1%%-*} set=${1#*-} log=$PM_TMP/milter.$1.log
 	MILTER_PID=
 	rm -f "$MILTER_SOCK"
 	case $kind in
 	none) return 0 ;;
 	null) (umask 0; in_cg milter "$NULL_MILTER" -p "unix:$MILTER_SOCK" -c "$PM_TMP/$set.conf") \
-	          >"$log" 2>&1 &
+	          >>"$log" 2>&1 &
 	      MILTER_PID=$! ;;
-	pm)   (in_cg milter "$DAEMON" -f -c "$PM_TMP/$set.conf") >"$log" 2>&1 &
+	pm)   (in_cg milter "$DAEMON" -f -c "$PM_TMP/$set.conf") >>"$log" 2>&1 &
 	      MILTER_PID=$! ;;
 	esac
 	wait_milter_socket || die "$1 does not start: $(tail -n 5 "$log")"
@@ -357,7 +358,7 @@ send() {           # send PORT COUNT
 
 # run CONFIG ROUND: one measured run; appends one line to res/CONFIG.
 run() {
-	local cfg=$1 round=$2 set port t0 t1 m0 m1 p0 p1 r0 r1 c1 d0 d1 hwm
+	local cfg=$1 round=$2 set port t0 t1 m0 m1 p0 p1 r0 r1 c1 d0 d1 hwm sampler threads mlog l0 warns
 	set=${cfg#*-}
 	[ "$cfg" = none ] && set=${POLICIES%% *}
 	port=$SMTP_PORT
@@ -375,14 +376,42 @@ run() {
 	redis_cmdstats >"$PM_TMP/cmd0"
 	p0=$(cg_cpu postfix)
 	m0=$(cg_cpu milter "$MILTER_PID")
+	mlog=$PM_TMP/milter.$cfg.log
+	l0=0
+	[ -f "$mlog" ] && l0=$(wc -l <"$mlog")
+	sampler=
+	if [ -n "$MILTER_PID" ]; then
+		# The milter's threads (libmilter: one per connection) five times
+		# a second: how many connections it held at once.
+		while kill -0 "$MILTER_PID" 2>/dev/null; do
+			awk '$1 == "Threads:" { print $2 }' "/proc/$MILTER_PID/status"
+			sleep 0.2
+		done >"$PM_TMP/threads" 2>/dev/null &
+		sampler=$!
+	fi
 	t0=$(now)
 	send "$port" "$MESSAGES" || echo "bench_e2e: smtp-source failed ($cfg, round $round)" >&2
 	t1=$(now)
+	threads=0
+	if [ -n "$sampler" ]; then
+		kill "$sampler" 2>/dev/null
+		wait "$sampler" 2>/dev/null
+		threads=$(sort -n "$PM_TMP/threads" | tail -n 1)
+	fi
 	m1=$(cg_cpu milter "$MILTER_PID")
 	r1=$(redis_cpu)
 	redis_cmdstats >"$PM_TMP/cmd1"
 	: >"$PM_TMP/res/$cfg.cmds"
 	c1=$(cmdstats_delta "$PM_TMP/cmd0" "$PM_TMP/cmd1" "$PM_TMP/res/$cfg.cmds")
+	# The milter's warnings while measured (Redis too slow: the message is
+	# accepted per on_redis_error without its Redis policies).
+	warns=0
+	if [ -f "$mlog" ]; then
+		tail -n +"$((l0 + 1))" "$mlog" | grep -E ': (warning|error|crit|alert):' |
+			sed 's/^[^ ]* //' >"$PM_TMP/warn.run"
+		warns=$(wc -l <"$PM_TMP/warn.run")
+		cat "$PM_TMP/warn.run" >>"$PM_TMP/res/$cfg.warnings"
+	fi
 	hwm=0
 	[ -n "$MILTER_PID" ] && hwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$MILTER_PID/status")
 	wait_drained
@@ -391,10 +420,12 @@ run() {
 	d1=$(delivered)
 	stop_milter
 	[ "$cfg" = none ] && { m0=0; m1=0; hwm=0; }
-	# round msgs/s milter-s redis-s mta-s hwm-kB calls cmds evalsha evalsha-usec delivered
-	echo "$round $t0 $t1 $m0 $m1 $r0 $r1 $p0 $p1 $hwm $c1 $((d1 - d0))" | awk -v n="$MESSAGES" '{
-		printf "%d %.3f %.9f %.9f %.9f %d %d %d %d %d %d\n", $1, n / ($3 - $2), $5 - $4,
-		    $7 - $6, $9 - $8, $10, $11, $12, $13, $14, $15 }' \
+	# round msgs/s milter-s redis-s mta-s hwm-kB calls cmds evalsha
+	# evalsha-usec delivered threads warnings
+	echo "$round $t0 $t1 $m0 $m1 $r0 $r1 $p0 $p1 $hwm $c1 $((d1 - d0)) ${threads:-0} $warns" |
+	    awk -v n="$MESSAGES" '{
+		printf "%d %.3f %.9f %.9f %.9f %d %d %d %d %d %d %d %d\n", $1, n / ($3 - $2), $5 - $4,
+		    $7 - $6, $9 - $8, $10, $11, $12, $13, $14, $15, $16, $17 }' \
 		>>"$PM_TMP/res/$cfg"
 	if [ "$((d1 - d0))" -ne "$((MESSAGES * RCPTS))" ]; then
 		echo "bench_e2e: $cfg round $round: $((d1 - d0)) deliveries, expected $((MESSAGES * RCPTS))" >&2
@@ -488,26 +519,42 @@ for cfg in $CONFIGS; do
 		"$mcpu" "$xm" "$rcpu" "$pcpu"
 done
 say ""
-printf '%-13s %-20s %-9s %-9s %-10s %s\n' config 'VmHWM MiB' calls/m cmds/m evalsha/m 'us/evalsha'
+printf '%-13s %-20s %-8s %-9s %-9s %-10s %-11s %s\n' config 'VmHWM MiB' 'threads' calls/m cmds/m \
+	evalsha/m 'us/evalsha' warnings
 for cfg in $CONFIGS; do
 	f=$PM_TMP/res/$cfg
 	hwm=-
-	[ "$cfg" = none ] || hwm=$(awk '{ print $6 / 1024 }' "$f" | stat '%.1f')
+	thr=-
+	warns=$(awk '{ n += $13 } END { print n + 0 }' "$f")
+	if [ "$cfg" != none ]; then
+		hwm=$(awk '{ print $6 / 1024 }' "$f" | stat '%.1f')
+		thr=$(awk '{ print $12 }' "$f" | sort -n | tail -n 1)
+	fi
 	calls=$(awk -v n="$MESSAGES" '{ print $7 / n }' "$f" | med)
 	cmds=$(awk -v n="$MESSAGES" '{ print $8 / n }' "$f" | med)
 	ecalls=$(awk -v n="$MESSAGES" '{ print $9 / n }' "$f" | med)
 	eus=$(awk '$9 > 0 { print $10 / $9 }' "$f" | med)
 	[ "$eus" = - ] || eus=$(printf '%.1f' "$eus")
-	printf '%-13s %-20s %-9.2f %-9.2f %-10.2f %s\n' "$cfg" "$hwm" "$calls" "$cmds" "$ecalls" "$eus"
+	printf '%-13s %-20s %-8s %-9.2f %-9.2f %-10.2f %-11s %s\n' "$cfg" "$hwm" "$thr" "$calls" "$cmds" \
+		"$ecalls" "$eus" "$warns"
 done
 say "calls/m: Redis round trips per message (commands a client sends: EVALSHA, SCRIPT LOAD...);"
 say "cmds/m: every command Redis ran, those inside scripts included; us/evalsha: Redis's"
-say "time per script call (commandstats usec_per_call, median of the runs)."
+say "time per script call (commandstats usec_per_call, median of the runs); threads: the"
+say "most threads the milter had (sampled 5 times a second; libmilter runs one per connection);"
+say "warnings: the milter's warnings while measured, all rounds (a Redis call given up after"
+say "its timeout: that message was accepted without its Redis policies, on_redis_error)."
 say "Redis commands per message, by name (last round):"
 for cfg in $CONFIGS; do
 	[ -s "$PM_TMP/res/$cfg.cmds" ] || continue
 	say "  $cfg: $(sort -k2,2nr "$PM_TMP/res/$cfg.cmds" | awk -v n="$MESSAGES" \
 		'$2 / n >= 0.005 { printf "%s%s %.2f", sep, $1, $2 / n; sep = ", " }')"
+done
+for cfg in $CONFIGS; do
+	[ -s "$PM_TMP/res/$cfg.warnings" ] || continue
+	say "$cfg: the milter's warnings while measured (most frequent first):"
+	sed -e 's/address=[^ ]*//' -e 's/Redis [^ ]*: /Redis: /' -e 's/([0-9]* similar messages suppressed)//' \
+		"$PM_TMP/res/$cfg.warnings" | cut -c1-150 | sort | uniq -c | sort -rn | head -n 5
 done
 say "(x null: against the same round's null-P of the same policy set; none against null-${POLICIES%% *})"
 
