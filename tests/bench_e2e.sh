@@ -41,10 +41,16 @@
 #                (only where a cgroup can be made, see below)
 #   VmHWM        the milter's peak resident set (MiB); threads, the most
 #                threads it had (libmilter: one per connection), sampled
-#   calls/m      Redis commands per message (INFO commandstats, all but
-#                the benchmark's own INFO and FLUSHALL), evalsha/m the
-#                script calls among them, us/evalsha Redis's own time per
-#                script call (usec per call in commandstats)
+#                five times a second
+#   calls/m      Redis round trips per message: the commands a client
+#                sends (EVALSHA, SCRIPT LOAD, ...; INFO commandstats, less
+#                the benchmark's own INFO and FLUSHALL); cmds/m every
+#                command Redis ran, those inside scripts too (Redis 7
+#                counts them; TIME is counted as a script's); evalsha/m;
+#                us/evalsha Redis's own time per script call
+#   warnings     the milter's warnings while measured: a Redis call given
+#                up after its timeout (a message accepted without its Redis
+#                policies, on_redis_error), the most frequent are shown
 # CPU time is read from cgroup cpuacct.usage (v1) or cpu.stat usage_usec
 # (v2) of a cgroup made for the run, to the nanosecond and including
 # threads that have exited; without a writable cgroup hierarchy, from
