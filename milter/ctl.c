@@ -22,6 +22,7 @@
 
 #include "milter/check.h"
 #include "milter/ctl.h"
+#include "milter/engine.h"
 #include "milter/limiter.h"
 #include "milter/log.h"
 #include "milter/stats.h"
@@ -1075,6 +1076,7 @@ main(int argc, char **argv)
 	else
 		rc = cmds[i].run(&c, argc - optind, argv + optind);
 	cfg_unref(c.cfg);
+	engine_spare_free();
 	stats_reset();
 	log_close();
 	return rc;

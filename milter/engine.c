@@ -29,6 +29,7 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,28 +223,49 @@ redis_trouble(const char *what, const char *err)
 /*
  * The work space for one stage, allocated once per connection (the SMTP
  * path allocates nothing): an item, a limiter check and a result per
- * policy, and the members to look up per live-list policy.
+ * policy, and the members to look up per live-list policy.  Work spaces of
+ * ended connections are kept for the next ones (at most SPARE_MAX): tens of
+ * kilobytes allocated and freed per connection would otherwise be mapped,
+ * faulted in and given back to the kernel each time.
  */
 struct scratch {
+	size_t size;               /* of the whole block */
 	struct item *items;
 	struct limiter_check *checks;
 	struct limiter_result *res;
 	struct policy_members *members;
 };
 
+#define SPARE_MAX 128
+static struct {
+	pthread_mutex_t lock;
+	struct scratch *v[SPARE_MAX];
+	size_t n;
+} spare = { PTHREAD_MUTEX_INITIALIZER, { NULL }, 0 };
+
 static struct scratch *
 scratch(struct session *s)
 {
-	size_t n = s->cfg->npolicies;
-	struct scratch *w;
+	size_t n = s->cfg->npolicies, size;
+	struct scratch *w = NULL;
 
 	if (s->scratch != NULL || n == 0)
 		return s->scratch;
-	w = calloc(1, sizeof(*w) + s->cfg->nlive * sizeof(struct policy_members) +
+	size = sizeof(*w) + s->cfg->nlive * sizeof(struct policy_members) +
 	    n * (sizeof(struct item) + sizeof(struct limiter_check) +
-	    sizeof(struct limiter_result)));
-	if (w == NULL)
+	    sizeof(struct limiter_result));
+	pthread_mutex_lock(&spare.lock);
+	if (spare.n > 0)
+		w = spare.v[--spare.n];
+	pthread_mutex_unlock(&spare.lock);
+	/* Every part is written before it is read, at each stage. */
+	if (w != NULL && w->size != size) {
+		free(w);
+		w = NULL;
+	}
+	if (w == NULL && (w = malloc(size)) == NULL)
 		return NULL;
+	w->size = size;
 	/* One block: members and items (the largest alignments) first. */
 	w->members = (struct policy_members *)(void *)(w + 1);
 	w->items = (struct item *)(void *)(w->members + s->cfg->nlive);
@@ -251,6 +273,32 @@ scratch(struct session *s)
 	w->res = (struct limiter_result *)(void *)(w->checks + n);
 	s->scratch = w;
 	return w;
+}
+
+void
+engine_session_end(struct session *s)
+{
+	struct scratch *w = s->scratch;
+
+	s->scratch = NULL;
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&spare.lock);
+	if (spare.n < SPARE_MAX) {
+		spare.v[spare.n++] = w;
+		w = NULL;
+	}
+	pthread_mutex_unlock(&spare.lock);
+	free(w);
+}
+
+void
+engine_spare_free(void)
+{
+	pthread_mutex_lock(&spare.lock);
+	while (spare.n > 0)
+		free(spare.v[--spare.n]);
+	pthread_mutex_unlock(&spare.lock);
 }
 
 /* At RCPT, a policy that judges the recipient rather than the message. */

@@ -75,4 +75,12 @@ bool engine_client_exempt(struct session *s);
  */
 void engine_release(struct session *s);
 
+/*
+ * The session ends: its work space is kept for a later session (or freed).
+ * session_free calls it.  engine_spare_free frees what is kept (at exit,
+ * so that leak checkers see nothing).
+ */
+void engine_session_end(struct session *s);
+void engine_spare_free(void);
+
 #endif

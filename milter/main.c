@@ -38,6 +38,7 @@
 #include "milter/callbacks.h"
 #include "milter/cfg.h"
 #include "milter/check.h"
+#include "milter/engine.h"
 #include "milter/log.h"
 #include "milter/metrics.h"
 #include "milter/metrics_http.h"
@@ -572,6 +573,7 @@ main(int argc, char **argv)
 	cfg_unref(c);
 	reuse_clear();
 	cfg_install(NULL);
+	engine_spare_free();
 	/* After dropping privileges this works only where the user may write. */
 	if (pidfile != NULL && unlink(pidfile) != 0 && errno != ENOENT)
 		log_msg(LOG_WARNING, "cannot remove pid file %s: %s", pidfile, strerror(errno));

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "milter/engine.h"
 #include "milter/session.h"
 #include "policies/canon.h"
 
@@ -74,7 +75,7 @@ session_free(struct session *s)
 		return;
 	session_msg_reset(s);
 	free(s->helo);
-	free(s->scratch);
+	engine_session_end(s);
 	cfg_unref(s->cfg);
 	free(s);
 }
