@@ -22,6 +22,7 @@
 #             reply" flags policy-milter negotiates for P.conf (the
 #             stage-equivalent baseline; its flags are printed)
 #   pm-P      policy-milter with P.conf
+#   base-P    with BASE_DAEMON set: that binary (an older build) with P.conf
 # Each round runs every configuration once, in an order rotated from round
 # to round.  Per run: the milter (when there is one) is started afresh (so
 # VmHWM is that run's peak), WARMUP messages are sent and not measured,
@@ -88,6 +89,9 @@ PERF=${PERF:-0}
 . "$top_srcdir/tests/integration/lib.sh"
 
 DAEMON=$top_builddir/policy-milter
+# BASE_DAEMON: another policy-milter binary (an older build), run as base-P
+# in the same rounds: a before/after comparison under the same conditions.
+BASE_DAEMON=${BASE_DAEMON:-}
 NULL_MILTER=$top_builddir/tests/null_milter
 
 say() { printf '%s\n' "$*"; }
@@ -276,6 +280,8 @@ start_milter() {   # start_milter CONFIG-NAME
 	      MILTER_PID=$! ;;
 	pm)   (in_cg milter "$DAEMON" -f -c "$PM_TMP/$set.conf") >>"$log" 2>&1 &
 	      MILTER_PID=$! ;;
+	base) (in_cg milter "$BASE_DAEMON" -f -c "$PM_TMP/$set.conf") >>"$log" 2>&1 &
+	      MILTER_PID=$! ;;
 	esac
 	wait_milter_socket || die "$1 does not start: $(tail -n 5 "$log")"
 }
@@ -444,6 +450,7 @@ run() {
 CONFIGS=none
 for p in $POLICIES; do
 	CONFIGS="$CONFIGS null-$p pm-$p"
+	[ -n "$BASE_DAEMON" ] && CONFIGS="$CONFIGS base-$p"
 done
 # shellcheck disable=SC2206
 CFG_LIST=($CONFIGS)
