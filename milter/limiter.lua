@@ -45,6 +45,7 @@ if nc > 0 and deadline ~= nil and now > deadline then
 end
 local function int(x) return string.format('%.0f', x) end
 local writes = mode ~= '3'
+local zmscore = redis.REDIS_VERSION_NUM ~= nil
 
 -- Units in the buckets that reach into the last window; drop older ones.
 -- Also returns the key's fields and values as HGETALL gave them, for retry.
@@ -91,15 +92,27 @@ end
 -- never has a large deletion to make.
 local function lookup(key, a, m)
   local nows = now / 1000
+  local scores
   -- A key of another type fails the first command on it (no TYPE first).
   if writes then
     local old = redis.pcall('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)
     if old.err then return -1, 0 end
     if #old > 0 then redis.call('ZREM', key, unpack(old)) end
   end
+  -- Every member's score in one command where Redis has ZMSCORE (6.2; a
+  -- Redis that says its version to scripts is 7.0 or later).
+  if zmscore then
+    scores = redis.pcall('ZMSCORE', key, unpack(ARGV, a + 1, a + m))
+    if scores.err then return -1, 0 end
+  end
   for j = 1, m do
-    local score = redis.pcall('ZSCORE', key, ARGV[a + j])
-    if type(score) == 'table' and score.err then return -1, 0 end
+    local score
+    if zmscore then
+      score = scores[j]
+    else
+      score = redis.pcall('ZSCORE', key, ARGV[a + j])
+      if type(score) == 'table' and score.err then return -1, 0 end
+    end
     if score then
       local e = tonumber(score)
       if e == nil or e > nows then

@@ -7,7 +7,7 @@
 # checked for none):
 #
 #   1. check: the same verdicts as policy-milter -n (0, or 1 with file:line)
-#   2. show, top and stats after 5 messages from one sender (in four
+#   2. show, top (and top --watch) and stats after 5 messages from one sender (in four
 #      spellings) against a limit of 3: usage 3 of 3, full, retry within the
 #      window; top names the key with 2 refusals; stats counts 5 checked
 #      and 2 rejected; --json forms parsed
@@ -139,6 +139,11 @@ ctl top per-sender -n 5
 assert_match "top: a table row for the key" '^ +2 +[0-9]+s ago +3/3 +alice@example\.org$' "$OUT"
 ctl top per-domain
 assert_contains "top: a policy with no refusal says so" "no key of per-domain was refused" "$OUT"
+# --watch redraws (clear screen, home) until interrupted: 2.5 s at 1 s.
+OUT=$(timeout -s INT 2.5 "$CTL_BIN" -c "$CONF" top per-sender --watch 1 2>&1)
+assert_true "top --watch: at least 2 screens in 2.5 s, each with the key" \
+	test "$(printf '%s' "$OUT" | grep -o $'\033\[H\033\[2J' | wc -l)" -ge 2 -a \
+	"$(printf '%s\n' "$OUT" | grep -c 'alice@example\.org$')" -ge 2
 
 # The daemon flushes its counts once a second.
 PM_STATS_TIMEOUT=5 assert_stats "stats: the daemon's counts are in Redis" \
