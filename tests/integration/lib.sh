@@ -191,15 +191,35 @@ assert_reply_match() {  # assert_reply_match DESC TRANSCRIPT STAGE N ERE
 # ---------------------------------------------------------------- set-up
 
 # Ports: the kernel hands out free ones; all are asked for while the
-# earlier sockets are still bound, so they differ from each other.
+# earlier sockets are still bound, so they differ from each other.  With
+# PM_PORT_RANGE=LOW-HIGH (scripts/run-tests.sh gives each build its own,
+# below the kernel's range for outgoing connections and for port 0) they
+# are picked at random from that range instead, among those that can be
+# bound right now: test runs side by side then never pick the same port.
 pm_free_ports() {  # pm_free_ports N : N free TCP ports on 127.0.0.1, one a line
-	python3 - "$1" <<'PY'
-import socket, sys
+	python3 - "$1" "${PM_PORT_RANGE:-}" <<'PY'
+import random, socket, sys
+n, rng = int(sys.argv[1]), sys.argv[2]
 socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
+if rng:
+    low, high = (int(x) for x in rng.split("-"))
+    for p in random.sample(range(low, high + 1), min(high - low + 1, 1000)):
+        if len(socks) == n:
+            break
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            s.close()
+            continue
+        socks.append(s)
+    if len(socks) < n:
+        sys.exit("no %d free ports in %s" % (n, rng))
+else:
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
 for s in socks:
     print(s.getsockname()[1])
 PY
