@@ -45,43 +45,37 @@ configure_dir() {
 compile_dir() {
   make -C "$1" -j"$jobs" >"$1/build.out" 2>&1 || { cat "$1/build.out"; return 1; }
 }
-# check_dir DIR: make check, in two parts side by side.  The integration
-# scripts (tests/integration/*) run one at a time, in the order of TESTS, as
-# in a plain make check: each starts its own Postfix, Redis and milter, and
-# some measure reply times.  Beside them, one at a time too, the other tests
-# (unit tests, check_protocol, the package and fuzz tests).  Every test
-# writes its .log and .trs as usual; each part has its own suite log.
-check_dir() {
-  local dir=$1 t tests serial=() others=() rc rc2 pid
-  # TESTS as this build's Makefile has it (configure's choices applied).
+# make check in parts.  check_build DIR builds the test programs (a make
+# check with no TESTS).  check_part DIR integration|others then runs that
+# part of TESTS (as this build's Makefile has it, configure's choices
+# applied), one test at a time, with its own suite log: "integration" is
+# tests/integration/* (each starts its own Postfix, Redis and milter, and
+# some measure reply times), "others" the rest (unit tests, check_protocol,
+# the package and fuzz tests).  Every test writes its .log and .trs as in a
+# plain make check; the PASS/FAIL lines are shown, and the end of the log
+# of each test that failed.
+check_build() {
+  make -C "$1" -j"$jobs" check TESTS= >"$1/check.out" 2>&1 || { cat "$1/check.out"; return 1; }
+}
+check_part() {
+  local dir=$1 part=$2 t tests list=() rc
   tests=$(printf 'pm-print-tests:\n\t@echo $(TESTS)\n' |
     make -s --no-print-directory -C "$dir" -f Makefile -f - pm-print-tests) || return 1
   for t in $tests; do
-    case $t in
-    tests/integration/*) serial+=("$t") ;;
-    *) others+=("$t") ;;
+    case $part:$t in
+    integration:tests/integration/*) list+=("$t") ;;
+    others:tests/integration/*) ;;
+    others:*) list+=("$t") ;;
     esac
   done
-  # The test programs first (TESTS empty: nothing runs), so that the two
-  # makes below find everything built.
-  make -C "$dir" -j"$jobs" check TESTS= >"$dir/check.out" 2>&1 || { cat "$dir/check.out"; return 1; }
-  make -C "$dir" -j1 check TESTS="${serial[*]}" TEST_SUITE_LOG=test-suite-integration.log \
-    >"$dir/check-integration.out" 2>&1 &
-  pid=$!
-  make -C "$dir" -j1 check TESTS="${others[*]}" TEST_SUITE_LOG=test-suite-others.log \
-    >"$dir/check-others.out" 2>&1
+  make -C "$dir" -j1 check TESTS="${list[*]}" TEST_SUITE_LOG="test-suite-$part.log" \
+    >"$dir/check-$part.out" 2>&1
   rc=$?
-  wait $pid
-  rc2=$?
-  [ $rc -eq 0 ] && rc=$rc2
-  cat "$dir/check-others.out" "$dir/check-integration.out" >>"$dir/check.out"
-  grep -E '^(PASS|FAIL|ERROR|XFAIL|XPASS|SKIP):|^# (TOTAL|PASS|FAIL|ERROR)' "$dir/check-others.out"
-  grep -E '^(PASS|FAIL|ERROR|XFAIL|XPASS|SKIP):|^# (TOTAL|PASS|FAIL|ERROR)' "$dir/check-integration.out"
+  grep -E '^(PASS|FAIL|ERROR|XFAIL|XPASS|SKIP):|^# (TOTAL|PASS|FAIL|ERROR)' "$dir/check-$part.out"
   if [ $rc -ne 0 ]; then
-    for log in "$dir"/tests/*.log "$dir"/tests/integration/*.log "$dir"/tests/fuzz/*.log; do
-      [ -f "$log" ] || continue
-      grep -qE '^(FAIL|ERROR)' "${log%.log}.trs" 2>/dev/null || continue
-      echo "---- $log"; tail -n 60 "$log"
+    for t in "${list[@]}"; do
+      grep -qE '^:test-result: (FAIL|ERROR)' "$dir/$t.trs" 2>/dev/null || continue
+      echo "---- $dir/$t.log"; tail -n 60 "$dir/$t.log"
     done
   fi
   return $rc
@@ -112,66 +106,104 @@ distcheck_build() {
   fi
 }
 
-# Steps that run side by side write their report to a file (step N's in
-# $reports/N, its exit status in $reports/N.rc), shown in order once all
-# are done; meanwhile one line says when each piece ends and how long it took.
+# The steps run side by side (see below) and write their reports to files,
+# shown in order once all are done: build's in $reports/1, build-san's in 2,
+# distcheck's in 3; a piece that fails leaves a file N.failed.  Meanwhile one
+# line says when each piece ends and how long it took.
 reports=$(mktemp -d "${TMPDIR:-/tmp}/pm-ci.XXXXXX") || exit 1
 trap 'rm -rf "$reports"' EXIT
 t0=$SECONDS
-run() {  # run N LABEL COMMAND... : COMMAND's output to report N, its status to N.rc
+run() {  # run N LABEL COMMAND... : COMMAND's output to report N.LABEL
   local n=$1 label=$2 t=$SECONDS rc; shift 2
-  "$@" >>"$reports/$n" 2>&1
+  "$@" >"$reports/$n.$label" 2>&1
   rc=$?
-  echo "$rc" >"$reports/$n.rc"
-  printf '  [%3d:%02d] %s: %s (%d s)\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) \
+  [ $rc = 0 ] || echo "$label" >>"$reports/$n.failed"
+  printf '  [%2d:%02d] %s: %s (%d s)\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) \
     "$label" "$([ $rc = 0 ] && echo done || echo "failed, exit $rc")" $((SECONDS - t))
   return $rc
 }
-report() {  # report N : show step N's report; a failed step counts
-  cat "$reports/$1"
-  [ "$(cat "$reports/$1.rc" 2>/dev/null)" = 0 ] || failed_steps=$((failed_steps + 1))
+report() {  # report N LABEL... : show step N's reports; a failed step counts
+  local n=$1 label; shift
+  for label in "$@"; do
+    [ -f "$reports/$n.$label" ] && cat "$reports/$n.$label"
+  done
+  [ -f "$reports/$n.failed" ] && failed_steps=$((failed_steps + 1))
+  return 0
+}
+wait_for() {  # wait_for FILE : until FILE exists (another stream made it)
+  until [ -e "$1" ]; do sleep 1; done
 }
 
 if $quick; then
   step "build with -Werror, unit and integration tests"
-  { configure_dir build && compile_dir build && env_ports 1 check_dir build; } ||
+  { configure_dir build && compile_dir build && check_build build &&
+    env_ports 1 check_part build others && env_ports 1 check_part build integration; } ||
     failed_steps=$((failed_steps + 1))
 else
-  # Both builds are configured at once; the first is compiled; then its
-  # tests run, and make distcheck after them, while the sanitizer build is
-  # compiled and its tests run.  Every test has its own temporary
-  # directory, Redis, Postfix and free ports, so the two do not meet.
-  step "configure and build both, then run the tests of both side by side"
-  run 1 "configure build" configure_dir build &
+  # Three streams.  The integration scripts of each build are the long
+  # part, mostly waiting (on Postfix, Redis, Sentinel, timers): each build's
+  # run one after the other in a stream of their own, the two streams side
+  # by side.  The third stream has the parts that keep a CPU busy, one at a
+  # time: the first build's other tests, the sanitizer build's, then make
+  # distcheck.  Every test has its own temporary directory, Redis, Postfix
+  # and ports (each build its own range), so that nothing is shared.
+  step "configure and build both, then the tests of both side by side"
+  run 1 configure configure_dir build &
   c1=$!
-  run 2 "configure build-san" san configure_dir build-san \
+  run 2 configure san configure_dir build-san \
     --enable-sanitizers --disable-fuzz CFLAGS="-O1 -g" &
   c2=$!
-  wait $c1; rc1=$?
-  wait $c2; rc2=$?
-  [ $rc1 = 0 ] && { run 1 "compile build" compile_dir build; rc1=$?; }
+  wait $c1 $c2
   pids=()
-  if [ $rc1 = 0 ]; then
-    { run 1 "tests of build" env_ports 1 check_dir build
-      run 3 "make distcheck" distcheck_build; } &
-    pids+=($!)
-  else
-    echo "FAIL: distcheck (the first build failed)" >"$reports/3"
-  fi
-  if [ $rc2 = 0 ]; then
-    { run 2 "compile build-san" san compile_dir build-san &&
-      run 2 "tests of build-san" env_ports 2 san check_dir build-san; } &
-    pids+=($!)
-  fi
-  [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+  # Stream 1: the first build, its test programs, its integration scripts.
+  {
+    if [ ! -f "$reports/1.failed" ]; then
+      { run 1 compile compile_dir build && run 1 "test-programs" check_build build; }
+      echo $? >"$reports/1.built"
+    else
+      echo 1 >"$reports/1.built"
+    fi
+    [ "$(cat "$reports/1.built")" = 0 ] &&
+      run 1 integration env_ports 1 check_part build integration
+  } &
+  pids+=($!)
+  # Stream 2: the same for the sanitizer build.
+  {
+    if [ ! -f "$reports/2.failed" ]; then
+      { run 2 compile san compile_dir build-san &&
+        run 2 "test-programs" san check_build build-san; }
+      echo $? >"$reports/2.built"
+    else
+      echo 1 >"$reports/2.built"
+    fi
+    [ "$(cat "$reports/2.built")" = 0 ] &&
+      run 2 integration env_ports 2 san check_part build-san integration
+  } &
+  pids+=($!)
+  # Stream 3: the other tests of each build, once its programs are built,
+  # then make distcheck (in build/, beside its integration scripts: it makes
+  # the tarball there and builds and tests it in a directory of its own).
+  {
+    wait_for "$reports/1.built"
+    [ "$(cat "$reports/1.built")" = 0 ] && run 1 others env_ports 1 check_part build others
+    wait_for "$reports/2.built"
+    [ "$(cat "$reports/2.built")" = 0 ] && run 2 others env_ports 2 san check_part build-san others
+    if [ "$(cat "$reports/1.built")" = 0 ]; then
+      run 3 distcheck distcheck_build
+    else
+      echo "FAIL: distcheck (the first build failed)" >"$reports/3.distcheck"
+    fi
+  } &
+  pids+=($!)
+  wait "${pids[@]}"
 
   step "build with -Werror, unit and integration tests"
-  report 1
+  report 1 configure compile test-programs others integration
   step "build with AddressSanitizer + UBSan, unit and integration tests"
-  report 2
+  report 2 configure compile test-programs others integration
   step "make distcheck"
-  cat "$reports/3"
-  grep -qx 'PASS: distcheck' "$reports/3" && distcheck=pass || distcheck=fail
+  cat "$reports/3.distcheck"
+  grep -qx 'PASS: distcheck' "$reports/3.distcheck" && distcheck=pass || distcheck=fail
 fi
 
 # Count individual checks: Check prints "Checks: N, Failures: F, Errors: E";
