@@ -114,12 +114,13 @@ reports=$(mktemp -d "${TMPDIR:-/tmp}/pm-ci.XXXXXX") || exit 1
 trap 'rm -rf "$reports"' EXIT
 t0=$SECONDS
 run() {  # run N LABEL COMMAND... : COMMAND's output to report N.LABEL
-  local n=$1 label=$2 t=$SECONDS rc; shift 2
+  local n=$1 label=$2 t=$SECONDS rc name; shift 2
   "$@" >"$reports/$n.$label" 2>&1
   rc=$?
   [ $rc = 0 ] || echo "$label" >>"$reports/$n.failed"
-  printf '  [%2d:%02d] %s: %s (%d s)\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) \
-    "$label" "$([ $rc = 0 ] && echo done || echo "failed, exit $rc")" $((SECONDS - t))
+  case $n in 1) name="build " ;; 2) name="build-san " ;; *) name= ;; esac
+  printf '  [%2d:%02d] %s%s: %s (%d s)\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) \
+    "$name" "$label" "$([ $rc = 0 ] && echo done || echo "failed, exit $rc")" $((SECONDS - t))
   return $rc
 }
 report() {  # report N LABEL... : show step N's reports; a failed step counts
@@ -180,13 +181,15 @@ else
       run 2 integration env_ports 2 san check_part build-san integration
   } &
   pids+=($!)
-  # Stream 3: the other tests of each build, once its programs are built,
-  # then make distcheck (in build/, beside its integration scripts: it makes
-  # the tarball there and builds and tests it in a directory of its own).
+  # Stream 3: the other tests of each build, then make distcheck (in
+  # build/, beside its integration scripts: it makes the tarball there and
+  # builds and tests it in a directory of its own).  It starts once both
+  # builds are compiled: some unit tests time Redis timeouts (100 ms) and
+  # fail when a compiler competes with them for the CPU.
   {
     wait_for "$reports/1.built"
-    [ "$(cat "$reports/1.built")" = 0 ] && run 1 others env_ports 1 check_part build others
     wait_for "$reports/2.built"
+    [ "$(cat "$reports/1.built")" = 0 ] && run 1 others env_ports 1 check_part build others
     [ "$(cat "$reports/2.built")" = 0 ] && run 2 others env_ports 2 san check_part build-san others
     if [ "$(cat "$reports/1.built")" = 0 ]; then
       run 3 distcheck distcheck_build
