@@ -131,9 +131,6 @@ report() {  # report N LABEL... : show step N's reports; a failed step counts
   [ -f "$reports/$n.failed" ] && failed_steps=$((failed_steps + 1))
   return 0
 }
-wait_for() {  # wait_for FILE : until FILE exists (another stream made it)
-  until [ -e "$1" ]; do sleep 1; done
-}
 
 if $quick; then
   step "build with -Werror, unit and integration tests"
@@ -141,57 +138,47 @@ if $quick; then
     env_ports 1 check_part build others && env_ports 1 check_part build integration; } ||
     failed_steps=$((failed_steps + 1))
 else
-  # Three streams.  The integration scripts of each build are the long
-  # part, mostly waiting (on Postfix, Redis, Sentinel, timers): each build's
-  # run one after the other in a stream of their own, the two streams side
-  # by side.  The third stream has the parts that keep a CPU busy, one at a
-  # time: the first build's other tests, the sanitizer build's, then make
-  # distcheck.  Every test has its own temporary directory, Redis, Postfix
-  # and ports (each build its own range), so that nothing is shared.
+  # First both builds are configured and compiled, side by side, test
+  # programs included.  Then three streams of tests.  The integration
+  # scripts of each build are the long part, mostly waiting (on Postfix,
+  # Redis, Sentinel, timers): each build's run one after the other in a
+  # stream of their own, the two streams side by side.  The third stream
+  # has what keeps a CPU busy, one at a time: the first build's other
+  # tests, the sanitizer build's, then make distcheck.  No test runs while
+  # the compilers do: some time Redis timeouts (100 ms) and fail when a
+  # compiler competes with them for the CPU.  Every test has its own
+  # temporary directory, Redis, Postfix and ports (each build its own
+  # range), so that the streams share nothing.
   step "configure and build both, then the tests of both side by side"
-  run 1 configure configure_dir build &
+  {
+    run 1 configure configure_dir build && run 1 compile compile_dir build &&
+      run 1 "test-programs" check_build build
+  } &
   c1=$!
-  run 2 configure san configure_dir build-san \
-    --enable-sanitizers --disable-fuzz CFLAGS="-O1 -g" &
+  {
+    run 2 configure san configure_dir build-san \
+      --enable-sanitizers --disable-fuzz CFLAGS="-O1 -g" &&
+      run 2 compile san compile_dir build-san &&
+      run 2 "test-programs" san check_build build-san
+  } &
   c2=$!
-  wait $c1 $c2
+  wait $c1; built1=$?
+  wait $c2; built2=$?
   pids=()
-  # Stream 1: the first build, its test programs, its integration scripts.
+  if [ $built1 = 0 ]; then
+    run 1 integration env_ports 1 check_part build integration &
+    pids+=($!)
+  fi
+  if [ $built2 = 0 ]; then
+    run 2 integration env_ports 2 san check_part build-san integration &
+    pids+=($!)
+  fi
+  # make distcheck works in build/, beside its integration scripts: it
+  # makes the tarball there and builds and tests it in a directory of its own.
   {
-    if [ ! -f "$reports/1.failed" ]; then
-      { run 1 compile compile_dir build && run 1 "test-programs" check_build build; }
-      echo $? >"$reports/1.built"
-    else
-      echo 1 >"$reports/1.built"
-    fi
-    [ "$(cat "$reports/1.built")" = 0 ] &&
-      run 1 integration env_ports 1 check_part build integration
-  } &
-  pids+=($!)
-  # Stream 2: the same for the sanitizer build.
-  {
-    if [ ! -f "$reports/2.failed" ]; then
-      { run 2 compile san compile_dir build-san &&
-        run 2 "test-programs" san check_build build-san; }
-      echo $? >"$reports/2.built"
-    else
-      echo 1 >"$reports/2.built"
-    fi
-    [ "$(cat "$reports/2.built")" = 0 ] &&
-      run 2 integration env_ports 2 san check_part build-san integration
-  } &
-  pids+=($!)
-  # Stream 3: the other tests of each build, then make distcheck (in
-  # build/, beside its integration scripts: it makes the tarball there and
-  # builds and tests it in a directory of its own).  It starts once both
-  # builds are compiled: some unit tests time Redis timeouts (100 ms) and
-  # fail when a compiler competes with them for the CPU.
-  {
-    wait_for "$reports/1.built"
-    wait_for "$reports/2.built"
-    [ "$(cat "$reports/1.built")" = 0 ] && run 1 others env_ports 1 check_part build others
-    [ "$(cat "$reports/2.built")" = 0 ] && run 2 others env_ports 2 san check_part build-san others
-    if [ "$(cat "$reports/1.built")" = 0 ]; then
+    [ $built1 = 0 ] && run 1 others env_ports 1 check_part build others
+    [ $built2 = 0 ] && run 2 others env_ports 2 san check_part build-san others
+    if [ $built1 = 0 ]; then
       run 3 distcheck distcheck_build
     else
       echo "FAIL: distcheck (the first build failed)" >"$reports/3.distcheck"
