@@ -59,6 +59,7 @@ check_build() {
 }
 check_part() {
   local dir=$1 part=$2 t tests list=() rc
+  # shellcheck disable=SC2016 # $(TESTS) is make's
   tests=$(printf 'pm-print-tests:\n\t@echo $(TESTS)\n' |
     make -s --no-print-directory -C "$dir" -f Makefile -f - pm-print-tests) || return 1
   for t in $tests; do
@@ -120,7 +121,7 @@ run() {  # run N LABEL COMMAND... : COMMAND's output to report N.LABEL
   [ $rc = 0 ] || echo "$label" >>"$reports/$n.failed"
   case $n in 1) name="build " ;; 2) name="build-san " ;; *) name= ;; esac
   printf '  [%2d:%02d] %s%s: %s (%d s)\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) \
-    "$name" "$label" "$([ $rc = 0 ] && echo done || echo "failed, exit $rc")" $((SECONDS - t))
+    "$name" "$label" "$([ $rc = 0 ] && echo "done" || echo "failed, exit $rc")" $((SECONDS - t))
   return $rc
 }
 report() {  # report N LABEL... : show step N's reports; a failed step counts
