@@ -50,8 +50,9 @@ compile_dir() {
 # part of TESTS (as this build's Makefile has it, configure's choices
 # applied), one test at a time, with its own suite log: "integration" is
 # tests/integration/* (each starts its own Postfix, Redis and milter, and
-# some measure reply times), "others" the rest (unit tests, check_protocol,
-# the package and fuzz tests).  Every test writes its .log and .trs as in a
+# some measure reply times), "units" the unit tests (tests/check_*, some
+# time Redis timeouts), "others" the rest (check_protocol, the package,
+# systemd and fuzz tests).  Every test writes its .log and .trs as in a
 # plain make check; the PASS/FAIL lines are shown, and the end of the log
 # of each test that failed.
 check_build() {
@@ -65,7 +66,10 @@ check_part() {
   for t in $tests; do
     case $part:$t in
     integration:tests/integration/*) list+=("$t") ;;
-    others:tests/integration/*) ;;
+    units:tests/check_protocol) ;;
+    units:tests/check_*) list+=("$t") ;;
+    others:tests/check_protocol) list+=("$t") ;;
+    others:tests/integration/* | others:tests/check_*) ;;
     others:*) list+=("$t") ;;
     esac
   done
@@ -135,21 +139,27 @@ report() {  # report N LABEL... : show step N's reports; a failed step counts
 
 if $quick; then
   step "build with -Werror, unit and integration tests"
-  { configure_dir build && compile_dir build && check_build build &&
-    env_ports 1 check_part build others && env_ports 1 check_part build integration; } ||
+  if configure_dir build && compile_dir build && check_build build; then
+    rc=0
+    for part in units others integration; do
+      env_ports 1 check_part build $part || rc=1
+    done
+    [ $rc = 0 ] || failed_steps=$((failed_steps + 1))
+  else
     failed_steps=$((failed_steps + 1))
+  fi
 else
   # First both builds are configured and compiled, side by side, test
-  # programs included.  Then three streams of tests.  The integration
-  # scripts of each build are the long part, mostly waiting (on Postfix,
-  # Redis, Sentinel, timers): each build's run one after the other in a
-  # stream of their own, the two streams side by side.  The third stream
-  # has what keeps a CPU busy, one at a time: the first build's other
-  # tests, the sanitizer build's, then make distcheck.  No test runs while
-  # the compilers do: some time Redis timeouts (100 ms) and fail when a
-  # compiler competes with them for the CPU.  Every test has its own
-  # temporary directory, Redis, Postfix and ports (each build its own
-  # range), so that the streams share nothing.
+  # programs included.  Then the unit tests of both, side by side, and
+  # nothing else: some time Redis timeouts (100 ms, a few 0.5 s) and fail
+  # when compilers or the integration scripts compete with them for the
+  # CPU.  Then three streams.  The integration scripts of each build are
+  # the long part, mostly waiting (on Postfix, Redis, Sentinel, timers):
+  # each build's run one after the other in a stream of their own, the two
+  # streams side by side.  The third stream has the rest, one at a time:
+  # the first build's other tests, the sanitizer build's, then make
+  # distcheck.  Every test has its own temporary directory, Redis, Postfix
+  # and ports (each build its own range), so that the streams share nothing.
   step "configure and build both, then the tests of both side by side"
   {
     run 1 configure configure_dir build && run 1 compile compile_dir build &&
@@ -165,6 +175,10 @@ else
   c2=$!
   wait $c1; built1=$?
   wait $c2; built2=$?
+  pids=()
+  [ $built1 = 0 ] && { run 1 units env_ports 1 check_part build units & pids+=($!); }
+  [ $built2 = 0 ] && { run 2 units env_ports 2 san check_part build-san units & pids+=($!); }
+  [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
   pids=()
   if [ $built1 = 0 ]; then
     run 1 integration env_ports 1 check_part build integration &
@@ -189,9 +203,9 @@ else
   wait "${pids[@]}"
 
   step "build with -Werror, unit and integration tests"
-  report 1 configure compile test-programs others integration
+  report 1 configure compile test-programs units others integration
   step "build with AddressSanitizer + UBSan, unit and integration tests"
-  report 2 configure compile test-programs others integration
+  report 2 configure compile test-programs units others integration
   step "make distcheck"
   cat "$reports/3.distcheck"
   grep -qx 'PASS: distcheck' "$reports/3.distcheck" && distcheck=pass || distcheck=fail
