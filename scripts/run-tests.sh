@@ -7,7 +7,10 @@
 #   3. build again with AddressSanitizer and UndefinedBehaviorSanitizer and
 #      run every test again,
 #   4. make distcheck (the release tarball builds and its unit tests pass).
-# Ends with one line "N passed, N failed"; exits non-zero if anything failed.
+# Steps 2 and 3 run side by side, and 4 after 2 (see below); within each
+# build the integration scripts run one at a time, the other tests beside
+# them.  Ends with one line "N passed, N failed"; exits non-zero if
+# anything failed.
 #
 # Usage: scripts/run-tests.sh [--quick]   (--quick: step 2 only)
 set -uo pipefail
@@ -30,49 +33,182 @@ export PM_REQUIRE_SENDMAIL=1
 step "autoreconf"
 autoreconf -fi >/dev/null 2>&1 || { autoreconf -fi; exit 1; }
 
-# build DIR CONFIGURE-ARGS...: configure out of tree, build, run make check.
-build_and_check() {
+# configure_dir DIR CONFIGURE-ARGS...: a fresh build directory, configured
+# out of tree.  compile_dir DIR: make.  check_dir DIR: make check.  Each
+# shows its output only when it fails.
+configure_dir() {
   local dir=$1; shift
   rm -rf "$dir" && mkdir -p "$dir"
   (cd "$dir" && "$top/configure" -q "$@" >configure.out 2>&1) ||
     { cat "$dir/configure.out"; return 1; }
-  make -C "$dir" -j"$jobs" >"$dir/build.out" 2>&1 || { cat "$dir/build.out"; return 1; }
-  make -C "$dir" -j1 check >"$dir/check.out" 2>&1
-  local rc=$?
-  grep -E '^(PASS|FAIL|ERROR|XFAIL|XPASS|SKIP):|^# (TOTAL|PASS|FAIL|ERROR)' "$dir/check.out"
+}
+compile_dir() {
+  make -C "$1" -j"$jobs" >"$1/build.out" 2>&1 || { cat "$1/build.out"; return 1; }
+}
+# make check in parts.  check_build DIR builds the test programs (a make
+# check with no TESTS).  check_part DIR integration|others then runs that
+# part of TESTS (as this build's Makefile has it, configure's choices
+# applied), one test at a time, with its own suite log: "integration" is
+# tests/integration/* (each starts its own Postfix, Redis and milter, and
+# some measure reply times), "units" the unit tests (tests/check_*, some
+# time Redis timeouts), "others" the rest (check_protocol, the package,
+# systemd and fuzz tests).  Every test writes its .log and .trs as in a
+# plain make check; the PASS/FAIL lines are shown, and the end of the log
+# of each test that failed.
+check_build() {
+  make -C "$1" -j"$jobs" check TESTS= >"$1/check.out" 2>&1 || { cat "$1/check.out"; return 1; }
+}
+check_part() {
+  local dir=$1 part=$2 t tests list=() rc
+  # shellcheck disable=SC2016 # $(TESTS) is make's
+  tests=$(printf 'pm-print-tests:\n\t@echo $(TESTS)\n' |
+    make -s --no-print-directory -C "$dir" -f Makefile -f - pm-print-tests) || return 1
+  for t in $tests; do
+    case $part:$t in
+    integration:tests/integration/*) list+=("$t") ;;
+    units:tests/check_protocol) ;;
+    units:tests/check_*) list+=("$t") ;;
+    others:tests/check_protocol) list+=("$t") ;;
+    others:tests/integration/* | others:tests/check_*) ;;
+    others:*) list+=("$t") ;;
+    esac
+  done
+  make -C "$dir" -j1 check TESTS="${list[*]}" TEST_SUITE_LOG="test-suite-$part.log" \
+    >"$dir/check-$part.out" 2>&1
+  rc=$?
+  grep -E '^(PASS|FAIL|ERROR|XFAIL|XPASS|SKIP):|^# (TOTAL|PASS|FAIL|ERROR)' "$dir/check-$part.out"
   if [ $rc -ne 0 ]; then
-    for log in "$dir"/tests/*.log "$dir"/tests/integration/*.log "$dir"/tests/fuzz/*.log; do
-      [ -f "$log" ] || continue
-      grep -qE '^(FAIL|ERROR)' "${log%.log}.trs" 2>/dev/null || continue
-      echo "---- $log"; tail -n 60 "$log"
+    for t in "${list[@]}"; do
+      grep -qE '^:test-result: (FAIL|ERROR)' "$dir/$t.trs" 2>/dev/null || continue
+      echo "---- $dir/$t.log"; tail -n 60 "$dir/$t.log"
     done
   fi
   return $rc
 }
 
-step "build with -Werror, unit and integration tests"
-build_and_check build || failed_steps=$((failed_steps + 1))
-
-if ! $quick; then
-  step "build with AddressSanitizer + UBSan, unit and integration tests"
-  # The fuzz targets carry ASan and UBSan already, and the package is
-  # the same: both ran in the first build.
+# The sanitizer build: its environment.  The fuzz targets carry ASan and
+# UBSan already, and the package is the same: both ran in the first build.
+san() {
   PM_SKIP_PACKAGE_TEST="it ran in the first build" PM_TTL_SENDERS=3000 \
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    build_and_check build-san --enable-sanitizers --disable-fuzz CFLAGS="-O1 -g" ||
-    failed_steps=$((failed_steps + 1))
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 "$@"
+}
 
-  step "make distcheck"
+# The integration scripts' ports (tests/integration/lib.sh): each build
+# its own range, below the kernel's for outgoing connections (32768-).
+env_ports() {  # env_ports 1|2 COMMAND...
+  PM_PORT_RANGE=$([ "$1" = 1 ] && echo 10000-14999 || echo 15000-19999) "${@:2}"
+}
+
+distcheck_build() {
   if make -C build -j"$jobs" distcheck \
       DISTCHECK_CONFIGURE_FLAGS="--disable-integration-tests --disable-fuzz" \
       >build/distcheck.out 2>&1; then
     echo "PASS: distcheck"
-    distcheck=pass
   else
     tail -n 40 build/distcheck.out
     echo "FAIL: distcheck"
-    distcheck=fail
+    return 1
   fi
+}
+
+# The steps run side by side (see below) and write their reports to files,
+# shown in order once all are done: build's in $reports/1, build-san's in 2,
+# distcheck's in 3; a piece that fails leaves a file N.failed.  Meanwhile one
+# line says when each piece ends and how long it took.
+reports=$(mktemp -d "${TMPDIR:-/tmp}/pm-ci.XXXXXX") || exit 1
+trap 'rm -rf "$reports"' EXIT
+t0=$SECONDS
+run() {  # run N LABEL COMMAND... : COMMAND's output to report N.LABEL
+  local n=$1 label=$2 t=$SECONDS rc name; shift 2
+  "$@" >"$reports/$n.$label" 2>&1
+  rc=$?
+  [ $rc = 0 ] || echo "$label" >>"$reports/$n.failed"
+  case $n in 1) name="build " ;; 2) name="build-san " ;; *) name= ;; esac
+  printf '  [%2d:%02d] %s%s: %s (%d s)\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) \
+    "$name" "$label" "$([ $rc = 0 ] && echo "done" || echo "failed, exit $rc")" $((SECONDS - t))
+  return $rc
+}
+report() {  # report N LABEL... : show step N's reports; a failed step counts
+  local n=$1 label; shift
+  for label in "$@"; do
+    [ -f "$reports/$n.$label" ] && cat "$reports/$n.$label"
+  done
+  [ -f "$reports/$n.failed" ] && failed_steps=$((failed_steps + 1))
+  return 0
+}
+
+if $quick; then
+  step "build with -Werror, unit and integration tests"
+  if configure_dir build && compile_dir build && check_build build; then
+    rc=0
+    for part in units others integration; do
+      env_ports 1 check_part build $part || rc=1
+    done
+    [ $rc = 0 ] || failed_steps=$((failed_steps + 1))
+  else
+    failed_steps=$((failed_steps + 1))
+  fi
+else
+  # First both builds are configured and compiled, side by side, test
+  # programs included.  Then the unit tests of both, side by side, and
+  # nothing else: some time Redis timeouts (100 ms, a few 0.5 s) and fail
+  # when compilers or the integration scripts compete with them for the
+  # CPU.  Then three streams.  The integration scripts of each build are
+  # the long part, mostly waiting (on Postfix, Redis, Sentinel, timers):
+  # each build's run one after the other in a stream of their own, the two
+  # streams side by side.  The third stream has the rest, one at a time:
+  # the first build's other tests, the sanitizer build's, then make
+  # distcheck.  Every test has its own temporary directory, Redis, Postfix
+  # and ports (each build its own range), so that the streams share nothing.
+  step "configure and build both, then the tests of both side by side"
+  {
+    run 1 configure configure_dir build && run 1 compile compile_dir build &&
+      run 1 "test-programs" check_build build
+  } &
+  c1=$!
+  {
+    run 2 configure san configure_dir build-san \
+      --enable-sanitizers --disable-fuzz CFLAGS="-O1 -g" &&
+      run 2 compile san compile_dir build-san &&
+      run 2 "test-programs" san check_build build-san
+  } &
+  c2=$!
+  wait $c1; built1=$?
+  wait $c2; built2=$?
+  pids=()
+  [ $built1 = 0 ] && { run 1 units env_ports 1 check_part build units & pids+=($!); }
+  [ $built2 = 0 ] && { run 2 units env_ports 2 san check_part build-san units & pids+=($!); }
+  [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+  pids=()
+  if [ $built1 = 0 ]; then
+    run 1 integration env_ports 1 check_part build integration &
+    pids+=($!)
+  fi
+  if [ $built2 = 0 ]; then
+    run 2 integration env_ports 2 san check_part build-san integration &
+    pids+=($!)
+  fi
+  # make distcheck works in build/, beside its integration scripts: it
+  # makes the tarball there and builds and tests it in a directory of its own.
+  {
+    [ $built1 = 0 ] && run 1 others env_ports 1 check_part build others
+    [ $built2 = 0 ] && run 2 others env_ports 2 san check_part build-san others
+    if [ $built1 = 0 ]; then
+      run 3 distcheck distcheck_build
+    else
+      echo "FAIL: distcheck (the first build failed)" >"$reports/3.distcheck"
+    fi
+  } &
+  pids+=($!)
+  wait "${pids[@]}"
+
+  step "build with -Werror, unit and integration tests"
+  report 1 configure compile test-programs units others integration
+  step "build with AddressSanitizer + UBSan, unit and integration tests"
+  report 2 configure compile test-programs units others integration
+  step "make distcheck"
+  cat "$reports/3.distcheck"
+  grep -qx 'PASS: distcheck' "$reports/3.distcheck" && distcheck=pass || distcheck=fail
 fi
 
 # Count individual checks: Check prints "Checks: N, Failures: F, Errors: E";

@@ -191,17 +191,50 @@ assert_reply_match() {  # assert_reply_match DESC TRANSCRIPT STAGE N ERE
 # ---------------------------------------------------------------- set-up
 
 # Ports: the kernel hands out free ones; all are asked for while the
-# earlier sockets are still bound, so they differ from each other.
+# earlier sockets are still bound, so they differ from each other.  With
+# PM_PORT_RANGE=LOW-HIGH (scripts/run-tests.sh gives each build its own,
+# below the kernel's range for outgoing connections and for port 0) they
+# are picked at random from that range instead, among those that can be
+# bound right now: test runs side by side then never pick the same port.
+# The ports handed out are listed in $PM_TMP/ports, and a later call of the
+# same test never hands them out again (they may not be bound yet).
 pm_free_ports() {  # pm_free_ports N : N free TCP ports on 127.0.0.1, one a line
-	python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
+	python3 - "$1" "${PM_PORT_RANGE:-}" "${PM_TMP:+$PM_TMP/ports}" <<'PY'
+import random, socket, sys
+n, rng, given_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+given = set()
+if given_file:
+    try:
+        with open(given_file) as f:
+            given = {int(x) for x in f.read().split()}
+    except OSError:
+        pass
+if rng:
+    low, high = (int(x) for x in rng.split("-"))
+    candidates = random.sample(range(low, high + 1), min(high - low + 1, 1000))
+else:
+    candidates = [0] * (n + len(given) + 10)
+socks, held = [], []   # held: bound to a port given before, so that port 0 skips it
+for p in candidates:
+    if len(socks) == n:
+        break
+    if p in given:
+        continue
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-for s in socks:
-    print(s.getsockname()[1])
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        s.close()
+        continue
+    (held if s.getsockname()[1] in given else socks).append(s)
+if len(socks) < n:
+    sys.exit("no %d free ports%s" % (n, " in " + rng if rng else ""))
+ports = [s.getsockname()[1] for s in socks]
+if given_file:
+    with open(given_file, "a") as f:
+        f.write("".join("%d\n" % p for p in ports))
+for p in ports:
+    print(p)
 PY
 }
 
