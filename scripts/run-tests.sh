@@ -7,9 +7,8 @@
 #   3. build again with AddressSanitizer and UndefinedBehaviorSanitizer and
 #      run every test again,
 #   4. make distcheck (the release tarball builds and its unit tests pass).
-# Steps 2 and 3 run side by side, and 4 after 2 (see below); within each
-# build the integration scripts run one at a time, the other tests beside
-# them.  Ends with one line "N passed, N failed"; exits non-zero if
+# Steps 2 and 3 run side by side, part by part, and 4 after them (see
+# below); within each build the tests run one at a time.  Ends with one line "N passed, N failed"; exits non-zero if
 # anything failed.
 #
 # Usage: scripts/run-tests.sh [--quick]   (--quick: step 2 only)
@@ -58,8 +57,8 @@ compile_dir() {
 check_build() {
   make -C "$1" -j"$jobs" check TESTS= >"$1/check.out" 2>&1 || { cat "$1/check.out"; return 1; }
 }
-check_part() {
-  local dir=$1 part=$2 t tests list=() rc
+check_part() {  # check_part DIR PART [reverse]
+  local dir=$1 part=$2 order=${3:-} t tests list=() rc
   # shellcheck disable=SC2016 # $(TESTS) is make's
   tests=$(printf 'pm-print-tests:\n\t@echo $(TESTS)\n' |
     make -s --no-print-directory -C "$dir" -f Makefile -f - pm-print-tests) || return 1
@@ -73,6 +72,13 @@ check_part() {
     others:*) list+=("$t") ;;
     esac
   done
+  if [ "$order" = reverse ]; then
+    for ((t = 0; t < ${#list[@]} / 2; t++)); do
+      local x=${list[t]}
+      list[t]=${list[${#list[@]} - 1 - t]}
+      list[${#list[@]} - 1 - t]=$x
+    done
+  fi
   make -C "$dir" -j1 check TESTS="${list[*]}" TEST_SUITE_LOG="test-suite-$part.log" \
     >"$dir/check-$part.out" 2>&1
   rc=$?
@@ -153,13 +159,12 @@ else
   # programs included.  Then the unit tests of both, side by side, and
   # nothing else: some time Redis timeouts (100 ms, a few 0.5 s) and fail
   # when compilers or the integration scripts compete with them for the
-  # CPU.  Then three streams.  The integration scripts of each build are
-  # the long part, mostly waiting (on Postfix, Redis, Sentinel, timers):
-  # each build's run one after the other in a stream of their own, the two
-  # streams side by side.  The third stream has the rest, one at a time:
-  # the first build's other tests, the sanitizer build's, then make
-  # distcheck.  Every test has its own temporary directory, Redis, Postfix
-  # and ports (each build its own range), so that the streams share nothing.
+  # CPU.  Then the integration scripts, the long part, mostly waiting (on
+  # Postfix, Redis, Sentinel, timers): each build's one after the other,
+  # the two builds side by side (the second in the reverse order).  Then
+  # the other tests of both, side by side; then make distcheck alone.
+  # Every test has its own temporary directory, Redis, Postfix and ports
+  # (each build its own range), so that the streams share nothing.
   step "configure and build both, then the tests of both side by side"
   {
     run 1 configure configure_dir build && run 1 compile compile_dir build &&
@@ -185,22 +190,24 @@ else
     pids+=($!)
   fi
   if [ $built2 = 0 ]; then
-    run 2 integration env_ports 2 san check_part build-san integration &
+    # In the reverse order: the two streams do not run the same script
+    # (the same timing checks) at the same time.
+    run 2 integration env_ports 2 san check_part build-san integration reverse &
     pids+=($!)
   fi
-  # make distcheck works in build/, beside its integration scripts: it
-  # makes the tarball there and builds and tests it in a directory of its own.
-  {
-    [ $built1 = 0 ] && run 1 others env_ports 1 check_part build others
-    [ $built2 = 0 ] && run 2 others env_ports 2 san check_part build-san others
-    if [ $built1 = 0 ]; then
-      run 3 distcheck distcheck_build
-    else
-      echo "FAIL: distcheck (the first build failed)" >"$reports/3.distcheck"
-    fi
-  } &
-  pids+=($!)
-  wait "${pids[@]}"
+  [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+  # Then the other tests of both (the package build, fuzzing, the milter
+  # protocol client), side by side, and make distcheck alone: its unit
+  # tests time Redis timeouts too.
+  pids=()
+  [ $built1 = 0 ] && { run 1 others env_ports 1 check_part build others & pids+=($!); }
+  [ $built2 = 0 ] && { run 2 others env_ports 2 san check_part build-san others & pids+=($!); }
+  [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+  if [ $built1 = 0 ]; then
+    run 3 distcheck distcheck_build
+  else
+    echo "FAIL: distcheck (the first build failed)" >"$reports/3.distcheck"
+  fi
 
   step "build with -Werror, unit and integration tests"
   report 1 configure compile test-programs units others integration
