@@ -84,12 +84,42 @@ ctl_error(int status, const char *fmt, ...)
 	return status;
 }
 
+/*
+ * The length of the UTF-8 sequence at s[0..len) (2 to 4), or 0 when it is
+ * not one, or one for a C1 control character (U+0080 to U+009F), which a
+ * terminal would obey.
+ */
+static size_t
+utf8_seq(const unsigned char *s, size_t len)
+{
+	size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 :
+	    s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+	uint32_t cp;
+
+	if (n == 0 || n > len)
+		return 0;
+	cp = s[0] & (0x7f >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	/* overlong, surrogates, beyond U+10FFFF, C1 controls */
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp < 0xa0)
+		return 0;
+	return n;
+}
+
+/* JSON text is UTF-8: an octet that is not part of a UTF-8 character is
+ * written as the code point of the same number (\u00XX), like Latin-1. */
 void
 ctl_json_str(const char *s, size_t len)
 {
 	putchar('"');
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
+		size_t n;
 
 		if (ch == '"' || ch == '\\')
 			printf("\\%c", ch);
@@ -97,8 +127,13 @@ ctl_json_str(const char *s, size_t len)
 			fputs("\\n", stdout);
 		else if (ch < 0x20 || ch == 0x7f)
 			printf("\\u%04x", ch);
-		else
+		else if (ch < 0x80)
 			putchar(ch);
+		else if ((n = utf8_seq((const unsigned char *)s + i, len - i)) > 0) {
+			fwrite(s + i, 1, n, stdout);
+			i += n - 1;
+		} else
+			printf("\\u%04x", ch);
 	}
 	putchar('"');
 }
@@ -108,11 +143,15 @@ ctl_print_text(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
+		size_t n;
 
-		if (ch < 0x20 || ch == 0x7f || ch == '\\')
-			printf("\\x%02x", ch);
-		else
+		if (ch >= 0x20 && ch < 0x7f && ch != '\\')
 			putchar(ch);
+		else if (ch >= 0x80 && (n = utf8_seq((const unsigned char *)s + i, len - i)) > 0) {
+			fwrite(s + i, 1, n, stdout);
+			i += n - 1;
+		} else
+			printf("\\x%02x", ch);
 	}
 }
 
@@ -350,80 +389,91 @@ parse_override(const char *v, uint64_t *limit, uint64_t *expiry)
 
 /* ---- stats */
 
+struct stats_row {
+	const char *name;
+	char key[300];
+	const char *argv[2];
+	uint64_t v[STATS_NFIELDS];
+};
+
 static int
 cmd_stats(struct ctl *c, int argc, char **argv)
 {
-	char *pos[2], keys[64][300];
-	const char *argvs[64][2];
-	struct store_cmd cmds[64];
-	redisReply *replies[64];
-	uint64_t v[64][STATS_NFIELDS];
+	struct stats_row *rows;
+	struct store_cmd *cmds;
+	redisReply **replies;
+	char *pos[2], err[512];
 	size_t n = 0, w = 6;
-	char err[512];
-	int np = split_args(c, argc, argv, NULL, 0, pos, 2);
+	int np = split_args(c, argc, argv, NULL, 0, pos, 2), rc = CTL_OK;
 
 	if (np < 0 || np > 1)
 		return np < 0 ? CTL_USAGE : ctl_error(CTL_USAGE, "usage: stats [POLICY]");
 	if (np == 1 && find_policy(c, pos[0]) == NULL)
 		return CTL_USAGE;
-	for (size_t i = 0; i < c->cfg->npolicies && n < 64; i++) {
-		const char *name = c->cfg->policies[i].name;
+	rows = calloc(c->cfg->npolicies + 1, sizeof(*rows));
+	cmds = calloc(c->cfg->npolicies + 1, sizeof(*cmds));
+	replies = calloc(c->cfg->npolicies + 1, sizeof(*replies));
+	if (rows == NULL || cmds == NULL || replies == NULL) {
+		rc = ctl_error(CTL_NO, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < c->cfg->npolicies; i++) {
+		struct stats_row *r = &rows[n];
 
-		if (np == 1 && strcmp(name, pos[0]) != 0)
+		r->name = c->cfg->policies[i].name;
+		if (np == 1 && strcmp(r->name, pos[0]) != 0)
 			continue;
-		snprintf(keys[n], sizeof(keys[n]), "%sstats:%s", c->cfg->redis->prefix, name);
-		argvs[n][0] = "HGETALL";
-		argvs[n][1] = keys[n];
-		cmds[n] = (struct store_cmd){ 2, argvs[n], NULL };
-		if (strlen(name) > w)
-			w = strlen(name);
+		snprintf(r->key, sizeof(r->key), "%sstats:%s", c->cfg->redis->prefix, r->name);
+		r->argv[0] = "HGETALL";
+		r->argv[1] = r->key;
+		cmds[n] = (struct store_cmd){ 2, r->argv, NULL };
+		if (strlen(r->name) > w)
+			w = strlen(r->name);
 		n++;
 	}
 	if (n > 0 && store_pipeline(c->cfg->redis->store, n, cmds, replies, err,
-	    sizeof(err)) != 0)
-		return ctl_error(CTL_NO, "redis: %s", err);
+	    sizeof(err)) != 0) {
+		rc = ctl_error(CTL_NO, "redis: %s", err);
+		goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
-		memset(v[i], 0, sizeof(v[i]));
 		for (size_t j = 0; replies[i]->type == REDIS_REPLY_ARRAY &&
 		    j + 1 < replies[i]->elements; j += 2)
 			for (int f = 0; f < STATS_NFIELDS; f++)
-				if (strcmp(replies[i]->element[j]->str,
+				if (replies[i]->element[j]->type == REDIS_REPLY_STRING &&
+				    strcmp(replies[i]->element[j]->str,
 				    stats_field_name((enum stats_field)f)) == 0)
-					v[i][f] = reply_u64(replies[i]->element[j + 1]);
+					rows[i].v[f] = reply_u64(replies[i]->element[j + 1]);
 		store_reply_free(replies[i]);
 	}
 	if (c->json) {
 		printf("{\"policies\":[");
-		for (size_t i = 0, k = 0; i < c->cfg->npolicies && k < n; i++) {
-			const char *name = c->cfg->policies[i].name;
-			if (np == 1 && strcmp(name, pos[0]) != 0)
-				continue;
-			printf("%s{\"policy\":", k ? "," : "");
-			ctl_json_str(name, strlen(name));
+		for (size_t i = 0; i < n; i++) {
+			printf("%s{\"policy\":", i ? "," : "");
+			ctl_json_str(rows[i].name, strlen(rows[i].name));
 			for (int f = 0; f < STATS_NFIELDS; f++)
 				printf(",\"%s\":%" PRIu64, stats_field_name((enum stats_field)f),
-				    v[k][f]);
+				    rows[i].v[f]);
 			printf("}");
-			k++;
 		}
 		printf("]}\n");
-		return CTL_OK;
+		goto out;
 	}
 	printf("%-*s", (int)w, "POLICY");
 	for (int f = 0; f < STATS_NFIELDS; f++)
 		printf("  %12s", stats_field_name((enum stats_field)f));
 	printf("\n");
-	for (size_t i = 0, k = 0; i < c->cfg->npolicies && k < n; i++) {
-		const char *name = c->cfg->policies[i].name;
-		if (np == 1 && strcmp(name, pos[0]) != 0)
-			continue;
-		printf("%-*s", (int)w, name);
+	for (size_t i = 0; i < n; i++) {
+		printf("%-*s", (int)w, rows[i].name);
 		for (int f = 0; f < STATS_NFIELDS; f++)
-			printf("  %12" PRIu64, v[k][f]);
+			printf("  %12" PRIu64, rows[i].v[f]);
 		printf("\n");
-		k++;
 	}
-	return CTL_OK;
+out:
+	free(rows);
+	free(cmds);
+	free(replies);
+	return rc;
 }
 
 /* ---- show, reset */
@@ -538,7 +588,7 @@ cmd_show(struct ctl *c, int argc, char **argv)
 		    PRIu64 ",\"window_seconds\":%" PRIu64 ",\"full\":%s,\"retry_after_seconds\":%"
 		    PRIu64, res.count, res.limit, k.cnt.limit, k.cnt.window_ms / 1000,
 		    res.over ? "true" : "false",
-		    res.over ? ((res.retry_ms ? res.retry_ms : k.cnt.window_ms) + 999) / 1000 : 0);
+		    res.over ? (res.retry_ms + 999) / 1000 : 0);
 		if (has_ov && ov_exp > 0)
 			printf(",\"override\":{\"limit\":%" PRIu64 ",\"expires\":%.3f}",
 			    ov_limit, (double)ov_exp / 1000);
@@ -563,7 +613,13 @@ cmd_show(struct ctl *c, int argc, char **argv)
 	} else {
 		printf("limit   %" PRIu64 " (configured)\n", k.cnt.limit);
 	}
-	if (res.over)
+	if (res.over && res.retry_ms == 0 && has_ov && ov_exp > 0)
+		printf("full    the next one is refused; no room while the override "
+		    "lasts (until %s)\n", when);
+	else if (res.over && res.retry_ms == 0)
+		printf("full    the next one is refused; no room while the limit is %" PRIu64
+		    "\n", res.limit);
+	else if (res.over)
 		printf("full    the next one is refused; room again in %s\n", retry);
 	else
 		printf("room    %" PRIu64 " more\n", res.limit - res.count);
@@ -646,8 +702,10 @@ top_once(struct ctl *c, const struct cfg_policy *p, size_t limit, bool watching)
 		goto out;
 	}
 	rows = calloc(r[0]->elements / 2 + 1, sizeof(*rows));
-	if (rows == NULL)
+	if (rows == NULL) {
+		ctl_error(CTL_NO, "out of memory");
 		goto out;
+	}
 	for (size_t i = 0; i + 1 < r[0]->elements; i += 2) {
 		struct top_row *row = &rows[n];
 
@@ -667,8 +725,10 @@ top_once(struct ctl *c, const struct cfg_policy *p, size_t limit, bool watching)
 		n = limit;
 	k = calloc(n + 1, sizeof(*k));
 	res = calloc(n + 1, sizeof(*res));
-	if (k == NULL || res == NULL)
+	if (k == NULL || res == NULL) {
+		ctl_error(CTL_NO, "out of memory");
 		goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
 		size_t len = rows[i].len < POLICY_KEY_MAX - 1 ? rows[i].len : POLICY_KEY_MAX - 1;
 
@@ -738,11 +798,12 @@ cmd_top(struct ctl *c, int argc, char **argv)
 	if (np != 1)
 		return np < 0 ? CTL_USAGE : ctl_error(CTL_USAGE,
 		    "usage: top POLICY [-n N] [--watch SECONDS]");
-	if ((o[0].value != NULL && number_opt("-n", o[0].value, 256, &n) != 0) ||
-	    (o[1].value != NULL && (number_opt("--watch", o[1].value, 86400, &every) != 0 ||
-	    every == 0)))
-		return o[1].value != NULL && every == 0 ?
-		    ctl_error(CTL_USAGE, "--watch must be at least 1 second") : CTL_USAGE;
+	if (o[0].value != NULL && number_opt("-n", o[0].value, 256, &n) != 0)
+		return CTL_USAGE;
+	if (o[1].value != NULL && number_opt("--watch", o[1].value, 86400, &every) != 0)
+		return CTL_USAGE;
+	if (o[1].value != NULL && every == 0)
+		return ctl_error(CTL_USAGE, "--watch must be at least 1 second");
 	if ((p = find_counting(c, pos[0])) == NULL)
 		return CTL_USAGE;
 	for (;;) {

@@ -524,13 +524,18 @@ call_limiter(struct session *s, struct scratch *w, size_t n, enum limiter_reserv
 	}
 	if (nc == 0)
 		return false;
-	if (s->peek)
-		mode = LIMITER_PEEK;
-	if (limiter_run(s->cfg->redis->store, w->checks, nc, mode, NULL, 0, NULL, 0,
-	    &refused, &stop, w->res, err, sizeof(err)) != 0) {
+	if (limiter_run(s->cfg->redis->store, w->checks, nc, s->peek ? LIMITER_PEEK : mode,
+	    NULL, 0, NULL, 0, &refused, &stop, w->res, err, sizeof(err)) != 0) {
 		redis_trouble("check failed", err);
 		return true;
 	}
+	/* Peeking reports what LIMITER_RESERVE would reserve: keep only what
+	 * the daemon's mode would have (nothing when checking only, or when
+	 * reserving only after an accept that did not come). */
+	if (s->peek && (mode == LIMITER_CHECK_ONLY ||
+	    (mode == LIMITER_RESERVE_IF_ACCEPTED && (refused || stop == nc))))
+		for (size_t i = 0; i < nc; i++)
+			w->res[i].field = -1;
 	return false;
 }
 
@@ -669,7 +674,9 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &w->items[i];
-		const struct limiter_result *r = it->active ? &w->res[it->check] : &none;
+		/* Redis failed: no result was written. */
+		const struct limiter_result *r = it->active && !redis_failed ?
+		    &w->res[it->check] : &none;
 		bool ends;
 
 		if (it->counting && !it->active)

@@ -9,10 +9,8 @@
  * bucket that reaches into the last window, so it counts at most one bucket
  * width of units too many and never one too few: in any interval of one
  * window at most limit units are accepted, across every MTA, by Redis's
- * clock.  A reservation that creates a bucket sets its key's TTL to window +
- * bucket (from then: the bucket has left the window when the key goes; one
- * into a bucket that exists leaves the TTL that bucket set); a give-back
- * never creates a key and never goes below zero.
+ * clock.  Every key written gets a TTL of window + bucket in the same call;
+ * a give-back never creates a key and never goes below zero.
  *
  * A check may instead be a lookup in a live list (a sorted set: member =
  * list entry, score = expiry in Unix seconds, +inf for never): it is "over"

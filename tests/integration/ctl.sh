@@ -18,7 +18,8 @@
 #   5. block: add (any spelling) refuses the next MAIL, list and --json
 #      list show it, del lets it through, --for expires by itself; entries
 #      that can never match are refused (exit 2)
-#   6. explain: the verdict and the exact reply line the client got,
+#   6. explain: the verdict and the exact reply line the client got, the
+#      same recipients accepted as by the daemon when a list refuses one,
 #      exit 1 for a refusal and 0 for an acceptance, and DEBUG DIGEST
 #      unchanged across it, with an expired live entry and an expired
 #      override present that a counting call would have deleted
@@ -250,6 +251,34 @@ ctl explain --client 127.0.0.1 --sender dave@evil.example --rcpt a@example.net
 after=$(digest)
 assert_eq "explain (accepted): DEBUG DIGEST unchanged" "$before" "$after" "$OUT"
 assert_eq "explain (accepted): exit 0" 0 "$RC" "$OUT"
+
+# A recipient that a list refuses reserves nothing in the daemon (the
+# count before it in the file is only checked): explain must not count it
+# either.  Its own configuration, so that the limit of 2 meets no other test.
+assert_milter_stop "the milter stops for the next configuration"
+CONF2=$PM_TMP/ctl2.conf
+{
+	milter_config_head pmctl2:
+	cat <<'EOF'
+policies = (
+  { name = "per-sender-rcpts"; type = "ratelimit"; key = [ "sender" ];
+    count = "recipients"; limit = 2; window = "1h"; action = "reject"; },
+  { name = "blocked-rcpts"; type = "block"; match = "rcpt";
+    entries = [ "listed@example.net" ]; action = "reject"; }
+);
+EOF
+} >"$CONF2"
+assert_milter_start "the milter starts with a recipient limit and list" "$CONF2" ||
+	pm_bail "no milter"
+OUT=$("$CTL_BIN" -c "$CONF2" explain --client 127.0.0.1 --sender grace@example.org \
+	--rcpt listed@example.net --rcpt a@example.net --rcpt b@example.net 2>&1)
+assert_contains "explain: a recipient refused by a list counts nothing (2 of 3 accepted)" \
+	"verdict: accepted for 2 of 3 recipients" "$OUT"
+t=$(smtp_send --from grace@example.org --to listed@example.net --to a@example.net \
+	--to b@example.net)
+assert_eq "explain: ... as the daemon serving Postfix does" \
+	"2 550 5.7.1 Access denied by policy blocked-rcpts" \
+	"$(smtp_count "$t" RCPT '250 2.1.5 Ok') $(smtp_reply "$t" RCPT 1)" "$t"
 
 # ---------------------------------------------------------------- 7. usage
 ctl show per-sender
