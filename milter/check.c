@@ -34,8 +34,14 @@ denied_command(const char *err, char *out, size_t outlen)
 		snprintf(out, outlen, "%.*s", (int)strcspn(p, "'"), p);
 		return out;
 	}
-	if (strstr(err, "can't run this command") == NULL ||
-	    (p = strstr(err, "@user_script:")) == NULL)
+	if (strstr(err, "can't run this command") == NULL)
+		return NULL;
+	/* Raised again by the policy script, which names it: "... [ZMSCORE]" */
+	if ((p = strchr(err, '[')) != NULL && strchr(p, ']') != NULL) {
+		snprintf(out, outlen, "%.*s", (int)strcspn(p + 1, "]"), p + 1);
+		return out;
+	}
+	if ((p = strstr(err, "@user_script:")) == NULL)
 		return NULL;
 	line = strtoul(p + strlen("@user_script:"), NULL, 10);
 	text = strstr(err, "statistics:") != NULL ? stats_script_text() : limiter_script;

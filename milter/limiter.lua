@@ -45,13 +45,14 @@ if nc > 0 and deadline ~= nil and now > deadline then
 end
 local function int(x) return string.format('%.0f', x) end
 
--- The error of a redis.pcall, raised again unless it is WRONGTYPE (a key
--- of another type, made by hand: the caller goes on without it).  An ACL
--- that denies the command must fail the call, not pass for a wrong type.
-local function wrongtype(r)
+-- The error of a redis.pcall of command name, raised again unless it is
+-- WRONGTYPE (a key of another type, made by hand: the caller goes on
+-- without it).  An ACL that denies the command must fail the call, not
+-- pass for a wrong type; "[NAME]" names the command in the error.
+local function wrongtype(r, name)
   if type(r) ~= 'table' or not r.err then return false end
   if string.find(r.err, 'WRONGTYPE', 1, true) then return true end
-  error(r)
+  error({ err = r.err .. ' [' .. name .. ']' })
 end
 local writes = mode ~= '3'
 local zmscore = redis.REDIS_VERSION_NUM ~= nil
@@ -105,14 +106,14 @@ local function lookup(key, a, m)
   -- A key of another type fails the first command on it (no TYPE first).
   if writes then
     local old = redis.pcall('ZRANGEBYSCORE', key, '-inf', string.format('%.3f', nows), 'LIMIT', 0, 16)
-    if wrongtype(old) then return -1, 0 end
+    if wrongtype(old, 'ZRANGEBYSCORE') then return -1, 0 end
     if #old > 0 then redis.call('ZREM', key, unpack(old)) end
   end
   -- Every member's score in one command where Redis has ZMSCORE (6.2; a
   -- Redis that says its version to scripts is 7.0 or later).
   if zmscore then
     scores = redis.pcall('ZMSCORE', key, unpack(ARGV, a + 1, a + m))
-    if wrongtype(scores) then return -1, 0 end
+    if wrongtype(scores, 'ZMSCORE') then return -1, 0 end
   end
   for j = 1, m do
     local score
@@ -120,7 +121,7 @@ local function lookup(key, a, m)
       score = scores[j]
     else
       score = redis.pcall('ZSCORE', key, ARGV[a + j])
-      if wrongtype(score) then return -1, 0 end
+      if wrongtype(score, 'ZSCORE') then return -1, 0 end
     end
     if score then
       local e = tonumber(score)
@@ -142,7 +143,7 @@ local function limit_of(ovk, field, limit)
   -- pcall: an override key of another type (a mistake by hand) must not
   -- fail the whole call; the configured limit applies.
   local v = redis.pcall('HGET', ovk, field)
-  if wrongtype(v) or type(v) ~= 'string' then return limit end
+  if wrongtype(v, 'HGET') or type(v) ~= 'string' then return limit end
   local l, e = string.match(v, '^(%d+) (%d+)$')
   -- More than 15 digits: beyond what a double and Redis's integers carry.
   if l == nil or #l > 15 or #e > 15 then return limit end
