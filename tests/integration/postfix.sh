@@ -507,7 +507,10 @@ assert_eq "-n --connect: exit 0 with a reachable Redis" 0 "$?" "$out"
 assert_contains "-n --connect: says Redis is OK" "Redis OK: connected" "$out"
 redis_cli ACL SETUSER pm-nohincr on '>pm-nohincr-pw' '~*' '+@all' '-hincrby' >/dev/null
 redis_cli ACL SETUSER pm-noset on '>pm-noset-pw' '~*' '+@all' '-set' >/dev/null
-for u in nohincr:HINCRBY noset:SET; do
+# What only a refusal (its record) or a live lookup runs: ZADD, ZMSCORE.
+redis_cli ACL SETUSER pm-nozadd on '>pm-nozadd-pw' '~*' '+@all' '-zadd' >/dev/null
+redis_cli ACL SETUSER pm-nozmscore on '>pm-nozmscore-pw' '~*' '+@all' '-zmscore' >/dev/null
+for u in nohincr:HINCRBY noset:SET nozadd:ZADD nozmscore:ZMSCORE; do
 	echo "pm-${u%%:*}-pw" >"$PM_TMP/${u%%:*}.pass"
 	chmod 600 "$PM_TMP/${u%%:*}.pass"
 	sed "s|^redis = { address = \\([^;]*\\);|redis = { address = \\1; username = \"pm-${u%%:*}\"; password_file = \"$PM_TMP/${u%%:*}.pass\";|" \
