@@ -163,14 +163,39 @@ respond(SMFICTX *ctx, struct session *s, enum policy_stage stage,
 	return quiet(s, nr_flag);
 }
 
+unsigned long
+callbacks_want(const struct cfg *c)
+{
+	unsigned long want = SMFIP_NOUNKNOWN | SMFIP_NODATA;
+	unsigned need = c != NULL ? c->stages_need : 0;
+	unsigned decide = c != NULL ? c->stages_decide : 0;
+
+	if (!(need & POLICY_STAGE(POLICY_HELO)))
+		want |= SMFIP_NOHELO;
+	if (!(need & POLICY_STAGE(POLICY_HEADER)))
+		want |= SMFIP_NOHDRS | SMFIP_NOEOH;
+	if (!(need & POLICY_STAGE(POLICY_BODY)))
+		want |= SMFIP_NOBODY;
+	/* Exemption of clients answers at connect (SMFIS_ACCEPT): that is a decision. */
+	if (!(decide & POLICY_STAGE(POLICY_CONNECT)) &&
+	    (c == NULL || c->exempt.nclients == 0))
+		want |= SMFIP_NR_CONN;
+	if (!(decide & POLICY_STAGE(POLICY_HELO)))
+		want |= SMFIP_NR_HELO;
+	if (!(decide & POLICY_STAGE(POLICY_MAIL)))
+		want |= SMFIP_NR_MAIL;
+	if (!(decide & POLICY_STAGE(POLICY_RCPT)))
+		want |= SMFIP_NR_RCPT;
+	return want | SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
+}
+
 static sfsistat
 cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
     unsigned long f2, unsigned long f3, unsigned long *pf0,
     unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
 {
 	struct session *s = smfi_getpriv(ctx);
-	unsigned need, decide;
-	unsigned long want = SMFIP_NOUNKNOWN | SMFIP_NODATA;
+	unsigned long want;
 
 	(void)f2;
 	(void)f3;
@@ -182,25 +207,7 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	}
 	if (s == NULL)
 		return SMFIS_TEMPFAIL;
-	need = s->cfg ? s->cfg->stages_need : 0;
-	decide = s->cfg ? s->cfg->stages_decide : 0;
-	if (!(need & POLICY_STAGE(POLICY_HELO)))
-		want |= SMFIP_NOHELO;
-	if (!(need & POLICY_STAGE(POLICY_HEADER)))
-		want |= SMFIP_NOHDRS | SMFIP_NOEOH;
-	if (!(need & POLICY_STAGE(POLICY_BODY)))
-		want |= SMFIP_NOBODY;
-	/* Exemption of clients answers at connect (SMFIS_ACCEPT): that is a decision. */
-	if (!(decide & POLICY_STAGE(POLICY_CONNECT)) &&
-	    (s->cfg == NULL || s->cfg->exempt.nclients == 0))
-		want |= SMFIP_NR_CONN;
-	if (!(decide & POLICY_STAGE(POLICY_HELO)))
-		want |= SMFIP_NR_HELO;
-	if (!(decide & POLICY_STAGE(POLICY_MAIL)))
-		want |= SMFIP_NR_MAIL;
-	if (!(decide & POLICY_STAGE(POLICY_RCPT)))
-		want |= SMFIP_NR_RCPT;
-	want |= SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
+	want = callbacks_want(s->cfg);
 	*pf1 = want & f1;
 	s->nr_flags = *pf1;
 	reuse_negotiated(ctx, s->nr_flags, s->cfg);

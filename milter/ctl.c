@@ -318,13 +318,10 @@ number_opt(const char *name, const char *text, uint64_t max, uint64_t *v)
 
 /* ---- Redis */
 
+/* A reply, or NULL after saying why: no reply (err), or an error reply. */
 static redisReply *
-command(struct ctl *c, int argc, const char **argv, const size_t *lens)
+checked(redisReply *r, const char *err)
 {
-	char err[512];
-	redisReply *r = store_command(c->cfg->redis->store, argc, argv, lens, err,
-	    sizeof(err));
-
 	if (r == NULL)
 		ctl_error(CTL_NO, "redis: %s", err);
 	else if (r->type == REDIS_REPLY_ERROR) {
@@ -336,21 +333,22 @@ command(struct ctl *c, int argc, const char **argv, const size_t *lens)
 }
 
 static redisReply *
+command(struct ctl *c, int argc, const char **argv, const size_t *lens)
+{
+	char err[512] = "";
+
+	return checked(store_command(c->cfg->redis->store, argc, argv, lens, err,
+	    sizeof(err)), err);
+}
+
+static redisReply *
 eval(struct ctl *c, struct store_script *script, int nkeys, const char **keys,
     int nargs, const char **args)
 {
-	char err[512];
-	redisReply *r = store_eval(c->cfg->redis->store, script, nkeys, keys, NULL,
-	    nargs, args, NULL, err, sizeof(err));
+	char err[512] = "";
 
-	if (r == NULL)
-		ctl_error(CTL_NO, "redis: %s", err);
-	else if (r->type == REDIS_REPLY_ERROR) {
-		ctl_error(CTL_NO, "redis: %s", r->str);
-		store_reply_free(r);
-		r = NULL;
-	}
-	return r;
+	return checked(store_eval(c->cfg->redis->store, script, nkeys, keys, NULL,
+	    nargs, args, NULL, err, sizeof(err)), err);
 }
 
 static uint64_t

@@ -22,7 +22,7 @@
  * stage it is sent then answers as quietly as that allows.  That is the
  * stage-equivalent baseline of tests/bench_e2e.sh: the difference to
  * policy-milter is policy-milter's own work, not the protocol's.
- * need_flags() below is cb_negotiate() of milter/callbacks.c, which is
+ * callbacks_want() below is cb_negotiate() of milter/callbacks.c, which is
  * static there: keep the two in step.  -n prints the flags (hex, the
  * SMFIP_* names) for CONFIG and exits; -v prints what each connection
  * negotiated on stderr, once.
@@ -39,6 +39,7 @@
 
 #include <libmilter/mfapi.h>
 
+#include "milter/callbacks.h"
 #include "milter/cfg.h"
 #include "policies/policy.h"
 
@@ -49,31 +50,6 @@ static bool verbose;
 static atomic_ulong nr_flags;          /* what the MTA granted (the same for
                                         * every connection of one MTA) */
 static atomic_int told;
-
-/* The flags policy-milter's cb_negotiate asks for with configuration c. */
-static unsigned long
-need_flags(const struct cfg *c)
-{
-	unsigned long want = SMFIP_NOUNKNOWN | SMFIP_NODATA;
-	unsigned need = c->stages_need, decide = c->stages_decide;
-
-	if (!(need & POLICY_STAGE(POLICY_HELO)))
-		want |= SMFIP_NOHELO;
-	if (!(need & POLICY_STAGE(POLICY_HEADER)))
-		want |= SMFIP_NOHDRS | SMFIP_NOEOH;
-	if (!(need & POLICY_STAGE(POLICY_BODY)))
-		want |= SMFIP_NOBODY;
-	if (!(decide & POLICY_STAGE(POLICY_CONNECT)) && c->exempt.nclients == 0)
-		want |= SMFIP_NR_CONN;
-	if (!(decide & POLICY_STAGE(POLICY_HELO)))
-		want |= SMFIP_NR_HELO;
-	if (!(decide & POLICY_STAGE(POLICY_MAIL)))
-		want |= SMFIP_NR_MAIL;
-	if (!(decide & POLICY_STAGE(POLICY_RCPT)))
-		want |= SMFIP_NR_RCPT;
-	want |= SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC;
-	return want;
-}
 
 static void
 print_flags(FILE *fp, unsigned long f)
@@ -289,7 +265,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "null_milter: %s: configuration has errors\n", config);
 			return 78;
 		}
-		cfg_want = need_flags(cf);
+		cfg_want = callbacks_want(cf);
 		cfg_unref(cf);
 		if (print_only) {
 			print_flags(stdout, cfg_want);
