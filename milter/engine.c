@@ -631,12 +631,14 @@ trace(const struct session *s, enum policy_stage stage, const struct item *it,
     const struct limiter_result *r, bool redis_failed, bool skipped,
     const struct engine_verdict *v)
 {
-	struct engine_step st = { .stage = stage, .policy = it->p, .counting = it->counting,
-	    .lookup = it->lookup, .skipped = skipped, .redis_failed = redis_failed && it->active,
-	    .action = skipped ? POLICY_NONE : s->traced, .dry_run = s->traced_dry };
+	struct engine_step st;
 
+	/* The daemon's path: no trace, nothing to build. */
 	if (s->trace == NULL)
 		return;
+	st = (struct engine_step){ .stage = stage, .policy = it->p, .counting = it->counting,
+	    .lookup = it->lookup, .skipped = skipped, .redis_failed = redis_failed && it->active,
+	    .action = skipped ? POLICY_NONE : s->traced, .dry_run = s->traced_dry };
 	st.redis_failed |= !redis_failed && it->lookup && r->failed;
 	if (it->counting) {
 		st.key = it->cnt.key;
