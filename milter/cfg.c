@@ -245,6 +245,8 @@ static const struct policy_field top_fields[] = {
 	{ "user", PF_STRING, offsetof(struct cfg, user), 0, 0, false },
 	{ "group", PF_STRING, offsetof(struct cfg, group), 0, 0, false },
 	{ "metrics", PF_STRING, offsetof(struct cfg, metrics), 0, 0, false },
+	{ "delay_mail_lookups", PF_BOOL, offsetof(struct cfg, delay_mail_lookups), 0, 0,
+	    false },
 	{ NULL, 0, 0, 0, 0, false },
 };
 
@@ -416,6 +418,7 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	c->refs = 1;
 	c->socket_mode = -1;
 	c->on_redis_error = CFG_ON_ERROR_ACCEPT;
+	c->delay_mail_lookups = true;
 	root = config_root_setting(&lc);
 
 	cfg_known_from_fields(top_fields, top_custom, known, 16);
@@ -473,7 +476,11 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 			    "top-level redis = { address = ...; }", p->name);
 		if (p->live)
 			c->nlive++;
+		if (p->live && (p->stages & POLICY_STAGE(POLICY_MAIL)))
+			c->delay_mail = true;
 	}
+	c->delay_mail = c->delay_mail && c->delay_mail_lookups &&
+	    (c->stages_decide & POLICY_STAGE(POLICY_RCPT));
 	{
 		/* What a Redis failure with on_redis_error = "tempfail" answers. */
 		static const char *const text[] = {

@@ -98,6 +98,10 @@ struct cfg {
 	enum cfg_on_error on_redis_error;
 	struct reply_tmpl *redis_error_reply;  /* tempfail when Redis fails */
 	struct cfg_exempt exempt;
+	bool delay_mail_lookups;       /* the setting (default true) */
+	bool delay_mail;               /* in force: it is set, a live list decides
+	                                * at MAIL and some policy at RCPT (so the
+	                                * RCPT callback can refuse) */
 	struct cfg_policy *policies;
 	size_t npolicies;
 	size_t nlive;                  /* policies with live lists */

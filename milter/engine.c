@@ -52,6 +52,7 @@ struct item {
 	bool outlives;             /* at RCPT, not covered by an accept (message-level) */
 	bool after_refusal;        /* at RCPT, after a refusal of the recipient:
 	                            * an accept here comes too late to cover it */
+	bool delayed;              /* a MAIL item looked up with the first RCPT */
 	struct policy_members *mem;       /* ... these members of it */
 	char found[300];                  /* the live-list member that matched */
 	struct policy_hit info;
@@ -234,6 +235,11 @@ struct scratch {
 	struct limiter_check *checks;
 	struct limiter_result *res;
 	struct policy_members *members;
+	size_t nmembers;           /* room in members */
+	/* MAIL delayed to the first RCPT (cfg delay_mail): its plan, kept
+	 * in items[0, ndelayed) and members[0, ndelayed_mem) until then. */
+	size_t ndelayed, ndelayed_mem;
+	struct engine_verdict mail_refusal;   /* s->msg.mail_refused */
 };
 
 #define SPARE_MAX 128
@@ -246,12 +252,14 @@ static struct {
 static struct scratch *
 scratch(struct session *s)
 {
-	size_t n = s->cfg->npolicies, size;
+	/* A delayed MAIL shares the first RCPT's work space: room for both. */
+	size_t twice = s->cfg->delay_mail ? 2 : 1;
+	size_t n = twice * s->cfg->npolicies, nlive = twice * s->cfg->nlive, size;
 	struct scratch *w = NULL;
 
 	if (s->scratch != NULL || n == 0)
 		return s->scratch;
-	size = sizeof(*w) + s->cfg->nlive * sizeof(struct policy_members) +
+	size = sizeof(*w) + nlive * sizeof(struct policy_members) +
 	    n * (sizeof(struct item) + sizeof(struct limiter_check) +
 	    sizeof(struct limiter_result));
 	pthread_mutex_lock(&spare.lock);
@@ -268,7 +276,8 @@ scratch(struct session *s)
 	w->size = size;
 	/* One block: members and items (the largest alignments) first. */
 	w->members = (struct policy_members *)(void *)(w + 1);
-	w->items = (struct item *)(void *)(w->members + s->cfg->nlive);
+	w->nmembers = nlive;
+	w->items = (struct item *)(void *)(w->members + nlive);
 	w->checks = (struct limiter_check *)(void *)(w->items + n);
 	w->res = (struct limiter_result *)(void *)(w->checks + n);
 	s->scratch = w;
@@ -374,19 +383,31 @@ engine_release(struct session *s)
 
 /* ---- one stage: plan, one limiter call, walk */
 
+/* Copy a verdict; the reply's lines point into its own buffer. */
+static void
+engine_verdict_copy(struct engine_verdict *dst, const struct engine_verdict *src)
+{
+	*dst = *src;
+	for (size_t i = 0; i < src->reply.nlines && i < REPLY_MAX_LINES; i++)
+		dst->reply.lines[i] = dst->reply.buf + (src->reply.lines[i] - src->reply.buf);
+}
+
 /*
- * Plan the stage.  *mode tells the limiter whether to reserve: not when an
- * in-memory refusal ends the plan (a refused attempt never counts), unless
- * an accept found in Redis before it could cover that refusal.
+ * Plan the stage into items[first, *end), its live-list members from
+ * members[*nmemp] on (*nmemp is moved past them).  *mode tells the limiter
+ * whether to reserve: not when an in-memory refusal ends the plan (a
+ * refused attempt never counts), unless an accept found in Redis before it
+ * could cover that refusal.
  */
 static void
 plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
-    struct scratch *w, size_t *nitems, enum limiter_reserve *mode)
+    struct scratch *w, size_t first, size_t *end, size_t *nmemp,
+    enum limiter_reserve *mode)
 {
 	const struct cfg *c = s->cfg;
 	struct item *items = w->items;
 	bool decided = false, covered = false, rcpt_refused = false;
-	size_t n = 0, nmem = 0;
+	size_t n = first, nmem = *nmemp;
 
 	*mode = LIMITER_RESERVE;
 	for (size_t i = 0; i < c->npolicies && !decided; i++) {
@@ -407,6 +428,7 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		it->lookup = false;
 		it->outlives = stage == POLICY_RCPT && !per_recipient(p);
 		it->after_refusal = rcpt_refused;
+		it->delayed = false;
 		memset(&it->info, 0, sizeof(it->info));
 		if (it->counting) {
 			if (!p->type->count(p->settings, stage, m, &it->cnt))
@@ -446,7 +468,7 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 				covered = true;
 		}
 		/* Not in the static list: maybe in the live one. */
-		if (!it->hit && p->live && nmem < c->nlive) {
+		if (!it->hit && p->live && nmem < w->nmembers) {
 			it->mem = &w->members[nmem];
 			if (p->type->members(p->settings, stage, m, it->mem) == 0)
 				continue;
@@ -456,7 +478,8 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 			    c->redis->prefix, p->name);
 		}
 	}
-	*nitems = n;
+	*end = n;
+	*nmemp = nmem;
 }
 
 /* Which live-list entry matched, for the log: "live:<member>". */
@@ -498,6 +521,10 @@ call_limiter(struct session *s, struct scratch *w, size_t n, enum limiter_reserv
 		    .on_over = ledger_on_over(it->p), .outlives_accept = it->outlives };
 		if (it->after_refusal && c->on_over == LIMITER_ACCEPT)
 			c->on_over = LIMITER_SOFT;
+		/* A delayed MAIL's accept covers the whole message, the RCPT
+		 * checks after it included: stop there, reserving nothing. */
+		if (it->delayed && c->on_over == LIMITER_ACCEPT)
+			c->on_over = LIMITER_REFUSE;
 		if (it->lookup) {
 			c->members = it->mem->v;
 			c->memberlens = it->mem->len;
@@ -658,23 +685,37 @@ trace(const struct session *s, enum policy_stage stage, const struct item *it,
 	s->trace(s->trace_arg, &st);
 }
 
-static enum policy_action
-run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
+/*
+ * MAIL may wait for the first RCPT (cfg delay_mail) when only its live
+ * lists are left to decide it: nothing hit in memory (no refusal, accept,
+ * discard or dry run to act on now) and nothing to count.
+ */
+static bool
+delayable(const struct scratch *w, size_t n, enum limiter_reserve mode)
+{
+	bool lookup = false;
+
+	if (mode != LIMITER_RESERVE)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		const struct item *it = &w->items[i];
+
+		if (it->hit || (it->counting && it->active))
+			return false;
+		lookup |= it->lookup;
+	}
+	return lookup;
+}
+
+/* Walk items [from, to) of stage with the call's results.  true: it ended. */
+static bool
+walk(struct session *s, enum policy_stage stage, struct scratch *w, size_t from,
+    size_t to, bool redis_failed, struct engine_verdict *v)
 {
 	static const struct limiter_result none = { .field = -1 };
-	struct scratch *w = scratch(s);
-	enum limiter_reserve mode;
-	struct policy_msg m;
-	bool redis_failed, covered = false;
-	size_t n;
+	bool covered = false;
 
-	if (w == NULL)
-		return POLICY_NONE;
-	build_msg(s, &m);
-	plan(s, stage, &m, w, &n, &mode);
-	redis_failed = call_limiter(s, w, n, mode);
-
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = from; i < to; i++) {
 		struct item *it = &w->items[i];
 		/* Redis failed: no result was written. */
 		const struct limiter_result *r = it->active && !redis_failed ?
@@ -696,8 +737,53 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 			ends = walk_list(s, stage, it, r, redis_failed, &covered, v);
 		trace(s, stage, it, r, redis_failed, false, v);
 		if (ends)
-			break;
+			return true;
 	}
+	return false;
+}
+
+/*
+ * One stage: plan, one limiter call, walk.  A MAIL that only live lists
+ * can decide is delayed, with delay_mail, to the first RCPT: that stage
+ * plans after it, makes one call for both, and walks MAIL first.  A MAIL
+ * refusal found then refuses every recipient of the message.
+ */
+static enum policy_action
+run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
+{
+	struct scratch *w = scratch(s);
+	enum limiter_reserve mode;
+	struct policy_msg m;
+	bool redis_failed;
+	size_t first = 0, n, nmem = 0;
+
+	if (w == NULL)
+		return POLICY_NONE;
+	build_msg(s, &m);
+	if (stage == POLICY_RCPT && s->msg.delayed) {
+		first = w->ndelayed;
+		nmem = w->ndelayed_mem;
+		s->msg.delayed = false;
+	}
+	plan(s, stage, &m, w, first, &n, &nmem, &mode);
+	if (stage == POLICY_MAIL && s->cfg->delay_mail && delayable(w, n, mode)) {
+		for (size_t i = 0; i < n; i++)
+			w->items[i].delayed = true;
+		w->ndelayed = n;
+		w->ndelayed_mem = nmem;
+		s->msg.delayed = true;
+		return POLICY_NONE;
+	}
+	redis_failed = call_limiter(s, w, n, mode);
+	if (first > 0 && walk(s, POLICY_MAIL, w, 0, first, redis_failed, v)) {
+		if (refuses(v->action)) {
+			s->msg.mail_refused = true;
+			engine_verdict_copy(&w->mail_refusal, v);
+		}
+		return v->action;
+	}
+	/* An accept of MAIL ended the walk above: the message is covered. */
+	walk(s, stage, w, first, n, redis_failed, v);
 	return v->action;
 }
 
@@ -788,6 +874,12 @@ engine_run(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 	v->policy = NULL;
 	if (c == NULL || s->exempt)
 		return POLICY_NONE;
+	/* A delayed MAIL refused the message at its first recipient: the
+	 * same answer to every other (decided, counted and logged once). */
+	if (stage == POLICY_RCPT && s->msg.mail_refused && s->scratch != NULL) {
+		engine_verdict_copy(v, &((struct scratch *)s->scratch)->mail_refusal);
+		return v->action;
+	}
 	if (!s->accepted && !s->msg.exempt && !s->msg.accepted &&
 	    (c->stages_decide & POLICY_STAGE(stage)))
 		run_stage(s, stage, v);

@@ -51,6 +51,8 @@ struct session_msg {
 	unsigned rcpts;            /* recipients accepted so far */
 	bool exempt;               /* authenticated sender exempt */
 	bool accepted;             /* an accept at MAIL covers the message */
+	bool delayed;              /* MAIL waits for the first RCPT (engine.c) */
+	bool mail_refused;         /* ... which found it refused: every RCPT is */
 	enum policy_action pending;   /* discard or quarantine, applied at end */
 	const struct cfg_policy *pending_policy;
 	struct session_resv *resv;    /* given back unless the message is accepted */

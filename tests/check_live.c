@@ -451,13 +451,223 @@ START_TEST(one_call_per_stage)
 	before = script_calls();
 	expect("passes", c, &m, POLICY_NONE, NULL);
 	after = script_calls();
-	ck_assert_msg(after - before == 3, "%ld script calls for connect, MAIL and RCPT "
-	    "(+ the give-back at release), want 3", after - before);
+	/* MAIL's live list is looked up in the first RCPT's call
+	 * (delay_mail_lookups, on by default). */
+	ck_assert_msg(after - before == 2, "%ld script calls for MAIL and RCPT "
+	    "(+ the give-back at release), want 2", after - before);
 	zadd("domains", "+inf", "blocked.example");
 	expect("rcpt domain", c, &hit, POLICY_REJECT, "domains");
 	/* The refused RCPT left nothing counted. */
 	ck_assert_msg(strcmp(tl_redis_command("EXISTS '%srl:per-sender:s@example.org'",
 	    prefix), "0") == 0, "the refused message is counted");
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/* ---- delay_mail_lookups: MAIL's live lists looked up with the first RCPT */
+
+#define DELAY_BODY(delay) \
+	"delay_mail_lookups = " delay ";\npolicies = (\n" \
+	SENDER_BLOCK("senders", "reply = \"550 5.7.1 Sender ${sender} refused\";") ",\n" \
+	"{ name = \"per-sender\"; type = \"ratelimit\"; key = \"sender\"; " \
+	"count = \"recipients\"; limit = 100; window = \"1h\"; action = \"tempfail\"; }\n);\n"
+
+static struct session *
+mail_from(const char *label, struct cfg *c, const char *sender, const char *const *esmtp)
+{
+	struct session *s = session_new(c);
+	struct engine_verdict v;
+
+	ck_assert_msg(s != NULL, "%s: session_new", label);
+	tl_set_client(label, s, "198.51.100.7");
+	memset(&v, 0, sizeof(v));
+	ck_assert_msg(engine_run(s, POLICY_CONNECT, &v) == POLICY_NONE, "%s: connect", label);
+	session_msg_start(s, sender, esmtp, NULL);
+	return s;
+}
+
+static enum policy_action
+rcpt_to(struct session *s, const char *rcpt, struct engine_verdict *v)
+{
+	session_set_rcpt(s, rcpt);
+	memset(v, 0, sizeof(*v));
+	return engine_run(s, POLICY_RCPT, v);
+}
+
+/*
+ * A listed sender: MAIL passes; the first RCPT and every later one get the
+ * list's reply, decided and counted once, and nothing is reserved.  One
+ * script call for MAIL and RCPT together.  delay_mail_lookups = false:
+ * refused at MAIL, as before.
+ */
+START_TEST(delayed_mail_refusal)
+{
+	struct cfg *c;
+	struct session *s;
+	struct engine_verdict v;
+	long before;
+	char line[300];
+
+	new_prefix();
+	c = load("delay", NULL, "accept", DELAY_BODY("true"));
+	ck_assert_msg(c->delay_mail, "delay_mail is not in force");
+	zadd("senders", "+inf", "spam@example.org");
+
+	/* A clean sender: one call for MAIL and the first RCPT. */
+	s = mail_from("clean", c, "ok@example.org", NULL);
+	before = script_calls();
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+	ck_assert_msg(script_calls() == before, "MAIL made a call: it was not delayed");
+	ck_assert(s->msg.delayed);
+	ck_assert(rcpt_to(s, "r1@example.net", &v) == POLICY_NONE);
+	ck_assert_msg(script_calls() - before == 1, "%ld calls for MAIL and RCPT, want 1",
+	    script_calls() - before);
+	ck_assert(!s->msg.delayed);
+	ck_assert(rcpt_to(s, "r2@example.net", &v) == POLICY_NONE);
+	ck_assert_str_eq(tl_redis_command("HVALS '%srl:per-sender:ok@example.org'", prefix), "2");
+	tl_assert_count("clean", "senders", STATS_CHECKED, 1);
+	tl_assert_count("clean", "per-sender", STATS_CHECKED, 2);
+	engine_release(s);
+	session_free(s);
+
+	/* The listed sender, any spelling. */
+	s = mail_from("listed", c, "<Spam@Example.ORG>", NULL);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+	for (int i = 0; i < 3; i++) {
+		snprintf(line, sizeof(line), "r%d@example.net", i);
+		ck_assert_msg(rcpt_to(s, line, &v) == POLICY_REJECT, "RCPT %d not refused", i);
+		ck_assert(v.policy != NULL && strcmp(v.policy->name, "senders") == 0);
+		ck_assert_str_eq(v.reply.code, "550");
+		ck_assert_uint_eq(v.reply.nlines, 1);
+		ck_assert_str_eq(v.reply.lines[0], "Sender spam@example.org refused");
+	}
+	/* Counts since the clean message: one more check, one refusal. */
+	tl_assert_count("listed", "senders", STATS_CHECKED, 2);
+	tl_assert_count("listed", "senders", STATS_REJECTED, 1);
+	tl_assert_count("listed", "per-sender", STATS_CHECKED, 2);
+	engine_release(s);
+	session_free(s);
+	ck_assert_str_eq(tl_redis_command("EXISTS '%srl:per-sender:spam@example.org'",
+	    prefix), "0");
+	/* The next message of another sender is not refused by it. */
+	s = mail_from("next", c, "ok2@example.org", NULL);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+	ck_assert(rcpt_to(s, "r@example.net", &v) == POLICY_NONE);
+	engine_release(s);
+	session_free(s);
+	cfg_unref(c);
+	stats_reset();
+
+	c = load("no delay", NULL, "accept", DELAY_BODY("false"));
+	ck_assert(!c->delay_mail);
+	s = mail_from("no delay", c, "spam@example.org", NULL);
+	before = script_calls();
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_REJECT);
+	ck_assert_msg(script_calls() - before == 1, "MAIL made no call");
+	session_free(s);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/*
+ * When MAIL cannot wait: no policy decides at RCPT (the RCPT callback
+ * could not refuse), or something in memory decides MAIL already (here a
+ * static list after the live one).
+ */
+START_TEST(mail_not_delayed)
+{
+	struct cfg *c;
+	struct session *s;
+	struct engine_verdict v;
+
+	new_prefix();
+	c = load("alone", NULL, "accept", "policies = ( " SENDER_BLOCK("senders", "") " );\n");
+	ck_assert_msg(!c->delay_mail, "no policy at RCPT, yet MAIL is delayed");
+	zadd("senders", "+inf", "spam@example.org");
+	s = mail_from("alone", c, "spam@example.org", NULL);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_REJECT);
+	session_free(s);
+	cfg_unref(c);
+	stats_reset();
+
+	c = load("static", NULL, "accept", "policies = (\n" SENDER_BLOCK("senders", "") ",\n"
+	    "{ name = \"static\"; type = \"block\"; match = \"sender\"; "
+	    "entries = [ \"bad@example.org\", \"spam@example.org\" ]; action = \"reject\"; },\n"
+	    "{ name = \"rcpts\"; type = \"recipients\"; max = 10; action = \"reject\"; }\n);\n");
+	ck_assert(c->delay_mail);
+	s = mail_from("static", c, "bad@example.org", NULL);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_REJECT);
+	ck_assert_str_eq(v.policy->name, "static");
+	ck_assert(!s->msg.delayed);
+	session_free(s);
+	/* ... and the live list, before it, still wins. */
+	zadd("senders", "+inf", "spam@example.org");
+	s = mail_from("static, listed", c, "spam@example.org", NULL);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_REJECT);
+	ck_assert_str_eq(v.policy->name, "senders");
+	session_free(s);
+	cfg_unref(c);
+	stats_reset();
+}
+END_TEST
+
+/*
+ * A delayed live allow list covers the whole message: no RCPT policy runs
+ * and nothing is reserved; a delayed list that Redis cannot answer, with
+ * on_redis_error = "tempfail", tempfails every recipient and reserves
+ * nothing.
+ */
+START_TEST(delayed_mail_allow_and_failure)
+{
+	struct cfg *c;
+	struct session *s;
+	struct engine_verdict v;
+
+	new_prefix();
+	c = load("allow", NULL, "accept", "policies = (\n"
+	    "{ name = \"friends\"; type = \"block\"; match = \"sender\"; redis = true; "
+	    "action = \"accept\"; },\n"
+	    "{ name = \"per-sender\"; type = \"ratelimit\"; key = \"sender\"; "
+	    "count = \"recipients\"; limit = 1; window = \"1h\"; action = \"tempfail\"; }\n);\n");
+	ck_assert(c->delay_mail);
+	zadd("friends", "+inf", "@example.org");
+	s = mail_from("friend", c, "f@example.org", NULL);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+	ck_assert(rcpt_to(s, "r1@example.net", &v) == POLICY_ACCEPT);
+	ck_assert_str_eq(v.policy->name, "friends");
+	/* Over the limit of 1 were it counted. */
+	ck_assert(rcpt_to(s, "r2@example.net", &v) == POLICY_NONE);
+	ck_assert(rcpt_to(s, "r3@example.net", &v) == POLICY_NONE);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_EOM, &v) == POLICY_NONE);
+	session_free(s);
+	ck_assert_str_eq(tl_redis_command("EXISTS '%srl:per-sender:f@example.org'",
+	    prefix), "0");
+	tl_assert_count("friend", "friends", STATS_ACCEPTED, 1);
+	tl_assert_count("friend", "per-sender", STATS_CHECKED, 0);
+	cfg_unref(c);
+	stats_reset();
+
+	c = load("down", "unix:/nonexistent/redis.sock", "tempfail", DELAY_BODY("true"));
+	s = mail_from("down", c, "x@example.org", NULL);
+	memset(&v, 0, sizeof(v));
+	ck_assert(engine_run(s, POLICY_MAIL, &v) == POLICY_NONE);
+	ck_assert(rcpt_to(s, "r1@example.net", &v) == POLICY_TEMPFAIL);
+	ck_assert_str_eq(v.reply.code, "451");
+	ck_assert(rcpt_to(s, "r2@example.net", &v) == POLICY_TEMPFAIL);
+	ck_assert_str_eq(v.policy->name, "senders");
+	tl_assert_count("down", "senders", STATS_REDIS_ERRORS, 1);
+	session_free(s);
 	cfg_unref(c);
 	stats_reset();
 }
@@ -812,6 +1022,9 @@ live_suite(void)
 	tcase_add_test(tc, allow_before_block);
 	tcase_add_test(tc, dry_run);
 	tcase_add_test(tc, one_call_per_stage);
+	tcase_add_test(tc, delayed_mail_refusal);
+	tcase_add_test(tc, mail_not_delayed);
+	tcase_add_test(tc, delayed_mail_allow_and_failure);
 	tcase_add_test(tc, hostile_values);
 	tcase_add_test(tc, many_labels);
 	tcase_add_test(tc, wrong_type);
