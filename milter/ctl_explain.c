@@ -38,6 +38,27 @@ struct steps {
 	size_t n, cap;
 };
 
+/* The lines as the client reads them: 550-... then 550 ... */
+static void
+format_reply(const struct reply_out *r, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < r->nlines && n < len; i++) {
+		const char *l = r->lines[i];
+		n += (size_t)snprintf(buf + n, len - n, "%s%s%c%s%s", i ? "\n" : "", r->code,
+		    i + 1 < r->nlines ? '-' : ' ', r->xcode[0] ? r->xcode : "",
+		    r->xcode[0] ? " " : "");
+		for (; *l != '\0' && n + 1 < len; l++) {
+			buf[n++] = *l;
+			if (l[0] == '%' && l[1] == '%')
+				l++;          /* doubled for libmilter */
+		}
+		buf[n < len ? n : len - 1] = '\0';
+	}
+}
+
 static void
 collect(void *arg, const struct engine_step *e)
 {
@@ -56,22 +77,8 @@ collect(void *arg, const struct engine_step *e)
 	s->e = *e;
 	snprintf(s->key, sizeof(s->key), "%s", e->key != NULL ? e->key : "");
 	s->reply[0] = '\0';
-	if (e->reply != NULL) {
-		/* The lines as the client reads them: 550-... then 550 ... */
-		size_t n = 0;
-		for (size_t i = 0; i < e->reply->nlines && n < sizeof(s->reply); i++) {
-			const char *l = e->reply->lines[i];
-			n += (size_t)snprintf(s->reply + n, sizeof(s->reply) - n, "%s%s%c%s%s",
-			    i ? "\n" : "", e->reply->code, i + 1 < e->reply->nlines ? '-' : ' ',
-			    e->reply->xcode[0] ? e->reply->xcode : "", e->reply->xcode[0] ? " " : "");
-			for (; *l != '\0' && n + 1 < sizeof(s->reply); l++) {
-				s->reply[n++] = *l;
-				if (l[0] == '%' && l[1] == '%')
-					l++;          /* doubled for libmilter */
-			}
-			s->reply[n < sizeof(s->reply) ? n : sizeof(s->reply) - 1] = '\0';
-		}
-	}
+	if (e->reply != NULL)
+		format_reply(e->reply, s->reply, sizeof(s->reply));
 	if (e->key != NULL)
 		s->e.key = s->key;
 }
@@ -138,8 +145,9 @@ print_step_json(const struct step *s, bool first)
 {
 	printf("%s{\"policy\":", first ? "" : ",");
 	ctl_json_str(s->e.policy->name, strlen(s->e.policy->name));
-	printf(",\"type\":\"%s\",\"examined\":%s,\"redis_failed\":%s,\"hit\":%s",
-	    s->e.policy->type->name, s->e.skipped ? "false" : "true",
+	printf(",\"stage\":\"%s\",\"type\":\"%s\",\"examined\":%s,\"redis_failed\":%s,"
+	    "\"hit\":%s", policy_stage_name(s->e.stage), s->e.policy->type->name,
+	    s->e.skipped ? "false" : "true",
 	    s->e.redis_failed ? "true" : "false", s->e.hit ? "true" : "false");
 	if (s->e.counting)
 		printf(",\"count\":%" PRIu64 ",\"amount\":%" PRIu64 ",\"limit\":%" PRIu64
@@ -173,15 +181,20 @@ stage(struct ctl *c, struct session *s, enum policy_stage st, const char *what,
     struct steps *steps, struct outcome *o, bool *first_stage)
 {
 	struct engine_verdict v;
-	bool refused;
+	bool refused, delayed;
 	char reply[1200] = "";
 
 	steps->n = 0;
 	engine_run(s, st, &v);
+	delayed = st == POLICY_MAIL && s->msg.delayed;
 	refused = v.action == POLICY_REJECT || v.action == POLICY_TEMPFAIL;
 	for (size_t i = 0; i < steps->n; i++)
 		if (steps->v[i].e.policy == v.policy && steps->v[i].reply[0] != '\0' && refused)
 			snprintf(reply, sizeof(reply), "%s", steps->v[i].reply);
+	/* A later recipient of a message a delayed MAIL refused: no policy
+	 * runs again, the reply is the first recipient's. */
+	if (refused && steps->n == 0)
+		format_reply(&v.reply, reply, sizeof(reply));
 	if (c->json) {
 		printf("%s{\"stage\":\"%s\",\"input\":", *first_stage ? "" : ",",
 		    policy_stage_name(st));
@@ -189,8 +202,8 @@ stage(struct ctl *c, struct session *s, enum policy_stage st, const char *what,
 		printf(",\"policies\":[");
 		for (size_t i = 0; i < steps->n; i++)
 			print_step_json(&steps->v[i], i == 0);
-		printf("],\"verdict\":\"%s\"", v.action == POLICY_NONE ? "continue" :
-		    policy_action_name(v.action));
+		printf("]%s,\"verdict\":\"%s\"", delayed ? ",\"delayed\":true" : "",
+		    v.action == POLICY_NONE ? "continue" : policy_action_name(v.action));
 		if (v.policy != NULL) {
 			printf(",\"by\":");
 			ctl_json_str(v.policy->name, strlen(v.policy->name));
@@ -203,10 +216,28 @@ stage(struct ctl *c, struct session *s, enum policy_stage st, const char *what,
 		printf("}");
 	} else {
 		printf("%s%s\n", *first_stage ? "" : "\n", what);
-		if (steps->n == 0)
+		if (delayed)
+			printf("  its live lists wait for the first RCPT "
+			    "(delay_mail_lookups): see there\n");
+		else if (steps->n == 0 && refused && st == POLICY_RCPT) {
+			printf("  the message is refused (see the first RCPT): the same reply\n");
+			for (const char *l = reply; *l != '\0';) {
+				size_t len = strcspn(l, "\n");
+				printf("      ");
+				ctl_print_text(l, len);
+				printf("\n");
+				l += len + (l[len] == '\n');
+			}
+		} else if (steps->n == 0)
 			printf("  no policy decides here\n");
-		for (size_t i = 0; i < steps->n; i++)
+		for (size_t i = 0; i < steps->n; i++) {
+			/* A delayed MAIL's policies come first, under their stage. */
+			enum policy_stage was = i > 0 ? steps->v[i - 1].e.stage : st;
+			if (steps->v[i].e.stage != was)
+				printf("  %s:\n", steps->v[i].e.stage == POLICY_MAIL ?
+				    "MAIL FROM, delayed to this recipient" : "this recipient");
 			print_step_text(&steps->v[i]);
+		}
 		if (v.action != POLICY_NONE)
 			printf("  => %s by %s\n", policy_action_name(v.action),
 			    v.policy != NULL ? v.policy->name : "?");
