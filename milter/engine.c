@@ -19,6 +19,13 @@
  *   3. walk: the plan is walked in file order with all results known;
  *      statistics, log lines and the verdict come from the walk.
  *
+ * With delay_mail (README "Live lists in Redis"), a MAIL whose outcome
+ * only its live lists can change is not run at MAIL: its plan is kept, the
+ * first RCPT plans after it and makes the one call for both (MAIL's lookups
+ * first, an accept among them stopping the call like a refusal, since it
+ * covers the RCPT checks too), and walks MAIL, then RCPT unless MAIL ended
+ * it.  A MAIL refusal found then is the answer to every RCPT of the message.
+ *
  * What an accept covers (README "What an accept covers"): at CONNECT and
  * HELO the connection, at MAIL the message, at RCPT that recipient.  A
  * discard or quarantine decided earlier stands whatever accepts later.

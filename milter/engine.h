@@ -12,6 +12,10 @@
  *  - discard and quarantine are remembered (the first one) and applied at
  *    end of message, the only stage where the MTA can do them, unless a
  *    policy refuses the message first: evaluation goes on meanwhile;
+ *  - with the configuration's delay_mail, a MAIL that only live lists can
+ *    decide is decided at the first RCPT, in that stage's Redis call
+ *    (engine_run at MAIL returns POLICY_NONE; a refusal found then is
+ *    returned for every RCPT of the message);
  *  - an exempt client (engine_client_exempt), or an authenticated sender
  *    when authenticated senders are exempt (session_msg_start), skips every
  *    policy.
