@@ -482,6 +482,29 @@ cfg_load(const char *path, struct cfg *prev, cfg_report_fn *report, void *arg)
 	c->delay_mail = c->delay_mail && c->delay_mail_lookups &&
 	    (c->stages_decide & POLICY_STAGE(POLICY_RCPT));
 	{
+		/* The engine's work space at one stage: the policies deciding
+		 * there, and their live lists (MAIL's and RCPT's together when
+		 * MAIL waits for RCPT). */
+		size_t n[POLICY_NSTAGES] = { 0 }, live[POLICY_NSTAGES] = { 0 };
+
+		for (size_t i = 0; i < c->npolicies; i++)
+			for (int st = 0; st < POLICY_NSTAGES; st++)
+				if (c->policies[i].stages & POLICY_STAGE(st)) {
+					n[st]++;
+					live[st] += c->policies[i].live;
+				}
+		if (c->delay_mail) {
+			n[POLICY_RCPT] += n[POLICY_MAIL];
+			live[POLICY_RCPT] += live[POLICY_MAIL];
+		}
+		for (int st = 0; st < POLICY_NSTAGES; st++) {
+			if (n[st] > c->stage_items)
+				c->stage_items = n[st];
+			if (live[st] > c->stage_live)
+				c->stage_live = live[st];
+		}
+	}
+	{
 		/* What a Redis failure with on_redis_error = "tempfail" answers. */
 		static const char *const text[] = {
 			"451 4.3.0 Temporary policy failure; try again later",

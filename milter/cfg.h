@@ -105,6 +105,8 @@ struct cfg {
 	struct cfg_policy *policies;
 	size_t npolicies;
 	size_t nlive;                  /* policies with live lists */
+	size_t stage_items;            /* most policies one stage runs (engine.c) */
+	size_t stage_live;             /* ... and of them, most live lists */
 	struct cfg_watch *watch;       /* files whose change reloads the configuration */
 	size_t nwatch;
 	unsigned stages_decide;        /* POLICY_STAGE bits where some policy decides */

@@ -242,7 +242,7 @@ struct scratch {
 	struct limiter_check *checks;
 	struct limiter_result *res;
 	struct policy_members *members;
-	size_t nmembers;           /* room in members */
+	size_t nitems, nmembers;   /* room in items (checks, res), in members */
 	/* MAIL delayed to the first RCPT (cfg delay_mail): its plan, kept
 	 * in items[0, ndelayed) and members[0, ndelayed_mem) until then. */
 	size_t ndelayed, ndelayed_mem;
@@ -259,9 +259,8 @@ static struct {
 static struct scratch *
 scratch(struct session *s)
 {
-	/* A delayed MAIL shares the first RCPT's work space: room for both. */
-	size_t twice = s->cfg->delay_mail ? 2 : 1;
-	size_t n = twice * s->cfg->npolicies, nlive = twice * s->cfg->nlive, size;
+	/* Room for the largest stage (a delayed MAIL with the first RCPT). */
+	size_t n = s->cfg->stage_items, nlive = s->cfg->stage_live, size;
 	struct scratch *w = NULL;
 
 	if (s->scratch != NULL || n == 0)
@@ -283,6 +282,7 @@ scratch(struct session *s)
 	w->size = size;
 	/* One block: members and items (the largest alignments) first. */
 	w->members = (struct policy_members *)(void *)(w + 1);
+	w->nitems = n;
 	w->nmembers = nlive;
 	w->items = (struct item *)(void *)(w->members + nlive);
 	w->checks = (struct limiter_check *)(void *)(w->items + n);
@@ -427,6 +427,8 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		 * refusal before refuses it; only message-level policies go on. */
 		if ((covered || rcpt_refused) && per_recipient(p))
 			continue;
+		if (n == w->nitems)        /* cannot happen: cfg counted them */
+			break;
 		it = &items[n++];
 		it->p = p;
 		it->counting = p->type->count != NULL;
