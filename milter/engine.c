@@ -63,8 +63,13 @@ struct item {
 	struct policy_members *mem;       /* ... these members of it */
 	char found[300];                  /* the live-list member that matched */
 	struct policy_hit info;
-	struct policy_count cnt;
-	char key[POLICY_KEY_MAX + 160];   /* the full Redis key */
+	struct {                   /* a count: what its policy_count said */
+		const char *key;          /* the policy's own key: key's end */
+		size_t keylen;
+		enum policy_unit unit;
+		uint64_t amount, limit, window_ms;
+	} cnt;
+	char *key;                 /* the full Redis key, in the work space's keys */
 	size_t keylen;
 	size_t check;              /* index into the limiter call */
 	uint64_t held;             /* peeking: units this message would hold */
@@ -243,9 +248,13 @@ struct scratch {
 	struct limiter_result *res;
 	struct policy_members *members;
 	size_t nitems, nmembers;   /* room in items (checks, res), in members */
+	struct policy_count count; /* what a rate limit counts, at plan */
+	char *keys;                /* the items' Redis keys, one after another */
+	size_t key_room, keys_used;   /* room for one key; in use */
 	/* MAIL delayed to the first RCPT (cfg delay_mail): its plan, kept
-	 * in items[0, ndelayed) and members[0, ndelayed_mem) until then. */
-	size_t ndelayed, ndelayed_mem;
+	 * in items[0, ndelayed), members[0, ndelayed_mem) and the keys'
+	 * first ndelayed_keys octets until then. */
+	size_t ndelayed, ndelayed_mem, ndelayed_keys;
 	struct engine_verdict mail_refusal;   /* s->msg.mail_refused */
 };
 
@@ -259,15 +268,19 @@ static struct {
 static struct scratch *
 scratch(struct session *s)
 {
-	/* Room for the largest stage (a delayed MAIL with the first RCPT). */
+	/* Room for the largest stage (a delayed MAIL with the first RCPT).
+	 * A key: prefix, "rl:" or "block:", the policy's name (at most 64),
+	 * ':', the policy's own key, NUL. */
 	size_t n = s->cfg->stage_items, nlive = s->cfg->stage_live, size;
+	size_t room = s->cfg->redis != NULL ?
+	    strlen(s->cfg->redis->prefix) + 80 + POLICY_KEY_MAX : 0;
 	struct scratch *w = NULL;
 
 	if (s->scratch != NULL || n == 0)
 		return s->scratch;
 	size = sizeof(*w) + nlive * sizeof(struct policy_members) +
 	    n * (sizeof(struct item) + sizeof(struct limiter_check) +
-	    sizeof(struct limiter_result));
+	    sizeof(struct limiter_result) + room);
 	pthread_mutex_lock(&spare.lock);
 	if (spare.n > 0)
 		w = spare.v[--spare.n];
@@ -287,6 +300,10 @@ scratch(struct session *s)
 	w->items = (struct item *)(void *)(w->members + nlive);
 	w->checks = (struct limiter_check *)(void *)(w->items + n);
 	w->res = (struct limiter_result *)(void *)(w->checks + n);
+	/* Keys last: only what a stage writes of them is ever touched. */
+	w->keys = (char *)(void *)(w->res + n);
+	w->key_room = room;
+	w->keys_used = 0;
 	s->scratch = w;
 	return w;
 }
@@ -440,13 +457,23 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 		it->delayed = false;
 		memset(&it->info, 0, sizeof(it->info));
 		if (it->counting) {
-			if (!p->type->count(p->settings, stage, m, &it->cnt))
+			const struct policy_count *pc = &w->count;
+
+			if (!p->type->count(p->settings, stage, m, &w->count))
 				continue;
-			it->keylen = (size_t)snprintf(it->key, sizeof(it->key), "%srl:%s:",
+			it->key = w->keys + w->keys_used;
+			it->keylen = (size_t)snprintf(it->key, w->key_room, "%srl:%s:",
 			    c->redis->prefix, p->name);
-			memcpy(it->key + it->keylen, it->cnt.key, it->cnt.keylen);
-			it->keylen += it->cnt.keylen;
+			memcpy(it->key + it->keylen, pc->key, pc->keylen);
+			it->cnt.key = it->key + it->keylen;
+			it->cnt.keylen = pc->keylen;
+			it->cnt.unit = pc->unit;
+			it->cnt.amount = pc->amount;
+			it->cnt.limit = pc->limit;
+			it->cnt.window_ms = pc->window_ms;
+			it->keylen += pc->keylen;
 			it->key[it->keylen] = '\0';
+			w->keys_used += it->keylen + 1;
 			/* Messages and bytes count once per message and key. */
 			it->active = it->cnt.unit == POLICY_UNIT_RECIPIENTS ||
 			    !ledger_holds(s, p, it->key, it->keylen);
@@ -483,8 +510,10 @@ plan(struct session *s, enum policy_stage stage, const struct policy_msg *m,
 				continue;
 			nmem++;
 			it->lookup = it->active = true;
-			it->keylen = (size_t)snprintf(it->key, sizeof(it->key), "%sblock:%s",
+			it->key = w->keys + w->keys_used;
+			it->keylen = (size_t)snprintf(it->key, w->key_room, "%sblock:%s",
 			    c->redis->prefix, p->name);
+			w->keys_used += it->keylen + 1;
 		}
 	}
 	*end = n;
@@ -769,9 +798,11 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 	if (w == NULL)
 		return POLICY_NONE;
 	build_msg(s, &m);
+	w->keys_used = 0;
 	if (stage == POLICY_RCPT && s->msg.delayed) {
 		first = w->ndelayed;
 		nmem = w->ndelayed_mem;
+		w->keys_used = w->ndelayed_keys;
 		s->msg.delayed = false;
 	}
 	plan(s, stage, &m, w, first, &n, &nmem, &mode);
@@ -780,6 +811,7 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 			w->items[i].delayed = true;
 		w->ndelayed = n;
 		w->ndelayed_mem = nmem;
+		w->ndelayed_keys = w->keys_used;
 		s->msg.delayed = true;
 		return POLICY_NONE;
 	}
