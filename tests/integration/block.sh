@@ -18,7 +18,10 @@
 #      passes although its sender is blocked
 #   3. live lists in Redis (redis = true): entries added, removed and
 #      expiring while one SMTP session goes on take effect at the next
-#      transaction; client networks at the next connection
+#      transaction; client networks at the next connection.  A live sender
+#      list is looked up with the first RCPT (delay_mail_lookups, on by
+#      default, and a policy decides at RCPT here): MAIL FROM gets 250 and
+#      the first RCPT the list's reply
 #   4. Redis down: static entries still refuse, live lists follow
 #      on_redis_error (accept: pass; tempfail: 451 4.3.0), and decide again
 #      once Redis is back
@@ -490,8 +493,12 @@ fi
 
 # ---------------------------------------------------------------- 3: live lists
 # Live entries in the sorted sets pmlive:block:<policy>, changed with
-# redis-cli while one SMTP session goes on: each MAIL FROM (and each new
+# redis-cli while one SMTP session goes on: each transaction (and each new
 # connection, for the client list) sees the set as it is at that moment.
+# The sender list is looked up with the first RCPT (delay_mail_lookups, on
+# by default; live-rcpts decides at RCPT): a listed sender gets 250 to MAIL
+# FROM and the list's reply to RCPT.  A static entry of the same policy is
+# found in memory and still refuses MAIL FROM itself.
 CONF=$PM_TMP/live.conf
 live_conf() {  # live_conf : live lists of every stage, one with a static entry too
 	milter_config_head pmlive:
@@ -520,7 +527,7 @@ LIVE_SET=pmlive:block:live-senders
 #   sh COMMAND   run COMMAND
 #   sleep SECS
 # Prints one line per transaction: the reply to MAIL FROM, and " / " and the
-# reply to the end of data when there was one.
+# reply to RCPT when it refused, or to the end of data when there was one.
 live_session() {  # live_session < SCRIPT
 	python3 -c '
 import socket, subprocess, sys, time
@@ -583,21 +590,22 @@ EOF
 )
 	mapfile -t R <<<"$T"
 	assert_match "before the entry: accepted" "^$MAIL_OK / ${QUEUED#^}" "${R[0]:-}" "$T"
-	assert_eq "permanent entry added mid-session: the next MAIL is refused" \
-		"$LIVE_NO" "${R[1]:-}" "$T"
+	assert_eq "permanent entry added mid-session: the next transaction is refused at RCPT" \
+		"$MAIL_OK / $LIVE_NO" "${R[1]:-}" "$T"
 	assert_match "permanent entry: another sender passes" "^$MAIL_OK / ${QUEUED#^}" "${R[2]:-}" "$T"
 	assert_eq "the static entry of the same policy decides" "$STATIC_NO" "${R[3]:-}" "$T"
 	assert_match "entry removed: the next MAIL passes at once" "^$MAIL_OK / ${QUEUED#^}" \
 		"${R[4]:-}" "$T"
-	assert_eq "temporary @domain entry: refused before its expiry" "$LIVE_NO" "${R[5]:-}" "$T"
+	assert_eq "temporary @domain entry: refused at RCPT before its expiry" \
+		"$MAIL_OK / $LIVE_NO" "${R[5]:-}" "$T"
 	assert_eq "temporary @domain entry: the domain's other senders too" \
-		'550 5.7.1 Sender other@live.example is blocked' "${R[6]:-}" "$T"
+		"$MAIL_OK / 550 5.7.1 Sender other@live.example is blocked" "${R[6]:-}" "$T"
 	assert_match "temporary @domain entry: a subdomain passes" "^$MAIL_OK / ${QUEUED#^}" \
 		"${R[7]:-}" "$T"
 	assert_match "temporary entry: after its expiry the sender passes" \
 		"^$MAIL_OK / ${QUEUED#^}" "${R[8]:-}" "$T"
-	assert_eq ".domain entry: a subdomain is refused" \
-		'550 5.7.1 Sender x@sub.live.example is blocked' "${R[9]:-}" "$T"
+	assert_eq ".domain entry: a subdomain is refused at RCPT" \
+		"$MAIL_OK / 550 5.7.1 Sender x@sub.live.example is blocked" "${R[9]:-}" "$T"
 	assert_match ".domain entry: a near miss passes" "^$MAIL_OK / ${QUEUED#^}" "${R[10]:-}" "$T"
 	assert_eq "the expired entry was pruned from the set" 1 "$(redis_cli ZCARD "$LIVE_SET")"
 	assert_grep "a live hit is logged with the entry that matched" \
@@ -631,17 +639,21 @@ EOF
 		"$MAIL_OK" "$(smtp_reply "$T" MAIL)" "$T"
 	assert_reply "Redis down: live rcpt list (on_redis_error tempfail) tempfails RCPT" \
 		"$T" RCPT 1 '451 4.3.0 Temporary policy failure; try again later'
+	# Both lists were asked in RCPT's one call: the sender list's failure
+	# passed (accept), the rcpt list's decided.
+	assert_grep "Redis down: the tempfail at RCPT is the rcpt list's" \
+		'policy=live-rcpts stage=rcpt action=tempfail' "$MILTER_LOG"
 	assert_true "Redis down: the milter is still running" milter_alive
 	redis_start || pm_bail "cannot restart Redis"
 	redis_cli ZADD "$LIVE_SET" +inf spam@live.example >/dev/null
 	t0=$(now_ms)
 	got=
 	while [ $(( $(now_ms) - t0 )) -lt 5000 ]; do
-		got=$(smtp_reply "$(swaks_session client.test.example - spam@live.example r@example.net --quit-after MAIL)" MAIL)
+		got=$(smtp_reply "$(swaks_session client.test.example - spam@live.example r@example.net --quit-after RCPT)" RCPT)
 		[ "$got" = "$LIVE_NO" ] && break
 		sleep 0.2
 	done
-	assert_eq "Redis back: live entries decide again (after $(( $(now_ms) - t0 )) ms)" \
+	assert_eq "Redis back: live entries decide again, at RCPT (after $(( $(now_ms) - t0 )) ms)" \
 		"$LIVE_NO" "$got"
 	assert_milter_stop "SIGTERM: exit status 0 (live run)"
 fi

@@ -15,9 +15,10 @@
 #      "at most 5"; list, del (then exit 1 for a second del) and the limit
 #      of 3 again; 0 refuses a key at once; --for expires by itself
 #   4. reset: the key's usage forgotten, a message accepted again
-#   5. block: add (any spelling) refuses the next MAIL, list and --json
-#      list show it, del lets it through, --for expires by itself; entries
-#      that can never match are refused (exit 2)
+#   5. block: add (any spelling) refuses the next message (at its first
+#      RCPT: the live list is looked up there, delay_mail_lookups), list
+#      and --json list show it, del lets it through, --for expires by
+#      itself; entries that can never match are refused (exit 2)
 #   6. explain: the verdict and the exact reply line the client got, the
 #      same recipients accepted as by the daemon when a list refuses one,
 #      exit 1 for a refusal and 0 for an acceptance, and DEBUG DIGEST
@@ -209,9 +210,26 @@ assert_eq "reset of a key with no usage: exit 1" 1 "$RC" "$OUT"
 assert_true "block: dave is accepted before" queued_from dave@evil.example
 ctl block add blocked-senders 'Dave@Evil.Example.'
 assert_eq "block add: exit 0" 0 "$RC" "$OUT"
+# The sender list waits for the first RCPT (delay_mail_lookups, on by
+# default; the rate limits decide at RCPT): MAIL FROM passes, RCPT gets
+# the list's reply.
 t=$(smtp_send --from dave@evil.example)
-assert_eq "block add: the next MAIL is refused, no reload" \
-	'550 5.7.1 Access denied by policy blocked-senders' "$(smtp_reply "$t" MAIL)" "$t"
+assert_eq "block add: the next message is refused at RCPT, no reload" \
+	'250 2.1.0 Ok / 550 5.7.1 Access denied by policy blocked-senders' \
+	"$(smtp_reply "$t" MAIL) / $(smtp_reply "$t" RCPT)" "$t"
+# explain shows the same: MAIL delayed, the first RCPT refused with the
+# list's reply (the one the client just got), the second with the same.
+LIST_NO='550 5.7.1 Access denied by policy blocked-senders'
+ctl --json explain --client 127.0.0.1 --sender dave@evil.example --rcpt a@example.net \
+	--rcpt b@example.net
+assert_eq "explain --json, listed sender: MAIL delayed; RCPT 1 and 2 refused with the client's reply" \
+	"mail True continue | rcpt reject blocked-senders mail $LIST_NO | rcpt reject $LIST_NO 1" \
+	"$(json '" | ".join(["%s %s %s" % (d["stages"][1]["stage"], d["stages"][1].get("delayed"), d["stages"][1]["verdict"]), "%s %s %s %s %s" % (d["stages"][2]["stage"], d["stages"][2]["verdict"], d["stages"][2]["by"], d["stages"][2]["policies"][0]["stage"], d["stages"][2]["reply"]), "%s %s %s" % (d["stages"][3]["stage"], d["stages"][3]["verdict"], d["stages"][3]["reply"])])') $RC" "$OUT"
+ctl explain --client 127.0.0.1 --sender dave@evil.example --rcpt a@example.net \
+	--rcpt b@example.net
+assert_eq "explain, listed sender: MAIL waits, the list shown under the first RCPT" \
+	"  its live lists wait for the first RCPT (delay_mail_lookups): see there|  MAIL FROM, delayed to this recipient:|  the message is refused (see the first RCPT): the same reply" \
+	"$(printf '%s\n' "$OUT" | grep -E '^  (its live lists|MAIL FROM, delayed|the message is refused)' | paste -sd '|')" "$OUT"
 ctl block list blocked-senders
 assert_match "block list: the canonical entry, never expiring" '^never +dave@evil\.example$' "$OUT"
 ctl --json block list blocked-senders
@@ -224,8 +242,9 @@ ctl block del blocked-senders dave@evil.example
 assert_eq "block del again: exit 1 (not found)" 1 "$RC" "$OUT"
 ctl block add blocked-senders .spam.example --for 2s
 t=$(smtp_send --from x@mx.spam.example)
-assert_eq "block add .domain --for 2s: a subdomain refused meanwhile" \
-	'550 5.7.1 Access denied by policy blocked-senders' "$(smtp_reply "$t" MAIL)" "$t"
+assert_eq "block add .domain --for 2s: a subdomain refused meanwhile (at RCPT)" \
+	'250 2.1.0 Ok / 550 5.7.1 Access denied by policy blocked-senders' \
+	"$(smtp_reply "$t" MAIL) / $(smtp_reply "$t" RCPT)" "$t"
 sleep 2.3
 assert_true "block --for 2s: gone by itself afterwards" queued_from x@mx.spam.example
 ctl block add blocked-senders '/regex/'

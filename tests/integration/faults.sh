@@ -33,7 +33,9 @@
 #   - once the fault is over (and counting has resumed: the circuit breaker
 #     waits up to 8 s after a long outage before it probes again), a fresh
 #     key at limit 20 gets exactly 20 accepted of 25 attempts (10 clients at
-#     once), and the live list refuses the listed sender again
+#     once), and the live list refuses the listed sender again (MAIL FROM
+#     accepted, the first RCPT refused with the list's reply: the sender
+#     list is looked up with the first RCPT, delay_mail_lookups)
 #   - the milter is still running (Redis faults) or started again (phase 4)
 #   - with no fault, the statistics in Redis equal the refusals the clients
 #     saw (live list "rejected", rate limit "tempfailed")
@@ -42,8 +44,9 @@
 # decisions counted once in the statistics.
 #
 # The budget.  A stage that waits for Redis makes one call (one script call
-# per stage: live list at MAIL, rate limit at RCPT; the end of message of a
-# messages-limit needs none).  A call waits at most `timeout` for a free pool
+# per message here: the live sender list is looked up with the first RCPT,
+# in the rate limit's call, delay_mail_lookups; MAIL FROM waits for nothing
+# and the end of message of a messages-limit needs none).  A call waits at most `timeout` for a free pool
 # connection and then at most `timeout` for its reply (connect on a unix
 # socket does not block; after a restart a NOSCRIPT reply costs one SCRIPT
 # LOAD and a retry, with Redis answering).  So the milter itself may hold a
@@ -171,11 +174,13 @@ assert_exact() {  # assert_exact LABEL SENDER
 		"$(rl_sum "pmfault:rl:per-sender:$2")"
 }
 
+# MAIL FROM is accepted; the list's reply comes at the first RCPT.
 assert_listed_refused() {  # assert_listed_refused LABEL
 	local t
 	t=$(smtp_send --from "$LISTED" --to listed@example.net --body x)
-	assert_reply "$1: the live list refuses $LISTED at MAIL again" "$t" MAIL 1 "$LISTED_REPLY"
-	[ "$(smtp_reply "$t" MAIL 1)" = "$LISTED_REPLY" ] && SEEN_LISTED=$((SEEN_LISTED + 1))
+	assert_eq "$1: the live list refuses $LISTED again (MAIL 250, RCPT the list's reply)" \
+		"250 2.1.0 Ok / $LISTED_REPLY" "$(smtp_reply "$t" MAIL 1) / $(smtp_reply "$t" RCPT 1)" "$t"
+	[ "$(smtp_reply "$t" RCPT 1)" = "$LISTED_REPLY" ] && SEEN_LISTED=$((SEEN_LISTED + 1))
 }
 
 # Every accepted queue id delivered once; nothing more delivered to RCPT.
@@ -200,15 +205,16 @@ assert_delivered() {  # assert_delivered LABEL LOG RCPT
 # ---------------------------------------------------------------- statistics
 
 # Refusals the clients saw so far, and what the milter's statistics say:
-# the live list's "rejected" (MAIL refused with its reply) and the rate
-# limit's "tempfailed" (RCPT refused with its reply; the load's 451 at RCPT
-# are all the rate limit's until the milter is killed).  Prints
+# the live list's "rejected" (RCPT refused with its 550: the list is looked
+# up with the first RCPT, and the load sends one RCPT a message) and the
+# rate limit's "tempfailed" (RCPT refused with its 451; the load's 451 at
+# RCPT are all the rate limit's until the milter is killed).  Prints
 # "clients-live stats-live clients-rate stats-rate".
 SEEN_LISTED=0   # assert_listed_refused sessions refused
 SEEN_RL=0       # assert_exact attempts refused
 stats_vs_clients() {
 	local live rate
-	live=$(cat "$PM_TMP"/load.*.log "$PM_TMP/warmup.log" | grep -cP '^M\t.*\tMAIL:550\t')
+	live=$(cat "$PM_TMP"/load.*.log "$PM_TMP/warmup.log" | grep -cP '^M\t.*\tRCPT:550\t')
 	rate=$(cat "$PM_TMP"/load.*.log "$PM_TMP/warmup.log" | grep -cP '^M\t.*\tRCPT:451\t')
 	# Counts reach Redis once a second.
 	sleep 1.5

@@ -17,7 +17,8 @@
 # and codes (multi-line, "%", with and without Sendmail's address prefix);
 # dry run; exemptions (client network, authenticated sender); a rate limit;
 # block lists (sender, @domain, sender_domain, rcpt, rcpt_domain, helo,
-# sasl_user, client).
+# sasl_user, client); a live sender list looked up with the first RCPT
+# (delay_mail_lookups) and, with it off, at MAIL FROM.
 #
 # Where the MTAs differ the expected reply comes from mta.sh (mta_refusal,
 # mta_mail_ok, ...) or from the MTA-specific lines below, each saying what
@@ -529,6 +530,122 @@ EOF
 		"$(mta_message_fate "$q")" "$t"
 }
 
+# ------------------------------------------------------------ a live sender list, delayed
+
+# Redis's MONITOR in the background, into FILE: every command Redis runs,
+# with its arguments, so that the milter's script calls can be told apart
+# from its statistics flushes (INFO commandstats counts both as EVALSHA,
+# and a flush comes about a second after traffic, whenever that is).
+sc_monitor_start() {  # sc_monitor_start FILE
+	local i=0
+	redis-cli -s "$PM_REDIS_SOCK" MONITOR >"$1" 2>&1 &
+	SC_MONITOR_PID=$!
+	until grep -q '^OK' "$1" 2>/dev/null; do
+		[ "$i" -ge 50 ] && return 1
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+sc_monitor_stop() {
+	sleep 0.3       # the last commands' lines reach the file
+	kill "$SC_MONITOR_PID" 2>/dev/null
+	wait "$SC_MONITOR_PID" 2>/dev/null
+}
+
+# The script calls in a MONITOR capture, the statistics flushes left out
+# (their first key is <prefix>statsflush:<process id>, milter/stats.c).
+sc_script_calls() {  # sc_script_calls FILE
+	grep -i '"evalsha"' "$1" | grep -vc 'statsflush:'
+}
+
+# One clean message (one recipient) after a warm-up message: prints the
+# script calls Redis saw for it.
+sc_clean_calls() {  # sc_clean_calls FROM
+	local mon=$PM_TMP/monitor.$1 t
+	mta_session --from "warm.$1" >/dev/null
+	sc_monitor_start "$mon" || { echo "no MONITOR"; return; }
+	t=$(mta_session --from "$1")
+	sc_monitor_stop
+	if ! printf '%s\n' "$t" | grep -Eq "^<-  ${SC_QUEUED_RE#^}"; then
+		echo "not accepted: $(smtp_reply "$t" DOT)"
+		return
+	fi
+	sc_script_calls "$mon"
+}
+
+# A live sender list (redis = true) and a policy that decides at RCPT: the
+# list waits for the first RCPT (delay_mail_lookups, on by default), so a
+# message costs one script call.  A listed sender gets 250 to MAIL FROM and
+# the list's reply to every RCPT, decided, logged and counted once.  With
+# delay_mail_lookups = false the list refuses MAIL FROM itself, and a
+# message costs two calls.
+sc_live_sender() {
+	local conf t want n spelling
+	SC_QUEUED_RE=$(mta_queued_re)
+	want='550 5.7.1 Sender spam@example.org is listed'
+	conf=$(sc_conf live-delayed pmdelay: <<'EOF'
+policies = (
+  { name = "live-senders"; type = "block"; match = "sender"; redis = true;
+    action = "reject"; reply = "550 5.7.1 Sender ${sender} is listed"; },
+  { name = "per-sender"; type = "ratelimit"; key = "sender"; count = "recipients";
+    limit = 1000; window = "1h"; action = "tempfail"; }
+);
+EOF
+)
+	redis_cli ZADD pmdelay:block:live-senders +inf spam@example.org >/dev/null
+	mta_use "milter runs with a live sender list and a rate limit at RCPT" "$conf" || return
+
+	t=$(mta_session --from spam@example.org --to r1@example.net --to r2@example.net)
+	assert_reply "delayed list: MAIL FROM of the listed sender accepted" "$t" MAIL 1 \
+		"$(mta_mail_ok spam@example.org)"
+	assert_reply "delayed list: RCPT 1 gets the list's reply" "$t" RCPT 1 \
+		"$(mta_refusal r1@example.net "$want")"
+	assert_reply "delayed list: RCPT 2 gets the same reply" "$t" RCPT 2 \
+		"$(mta_refusal r2@example.net "$want")"
+	assert_eq "delayed list: no DATA, nothing accepted" 0 "$(smtp_ncmds "$t" DATA)" "$t"
+	wait_for_milter_log "$(mta_decision_re live-senders mail reject "$want")"
+	assert_eq "delayed list: one decision line (stage=mail, the reply), none at rcpt" "1 0" \
+		"$(grep -cE "$(mta_decision_re live-senders mail reject "$want")" "$MILTER_LOG") $(grep -c 'policy=live-senders stage=rcpt' "$MILTER_LOG")" \
+		"$(grep 'policy=live-senders' "$MILTER_LOG")"
+	assert_stats "delayed list: counted once (live-senders rejected 1, checked 1)" \
+		pmdelay:stats:live-senders rejected=1 checked=1
+	assert_eq "delayed list: the rate limit counted nothing for the refused message" 0 \
+		"$(redis_cli EXISTS pmdelay:rl:per-sender:spam@example.org)"
+
+	n=$(sc_clean_calls clean@example.org)
+	assert_eq "delayed list: a clean message costs one script call (MAIL's lookup in RCPT's)" \
+		1 "$n" "$(grep -i evalsha "$PM_TMP/monitor.clean@example.org" 2>/dev/null)"
+
+	# Other spellings of the listed address are the same entry.
+	for spelling in '"Spam"@EXAMPLE.org.' '@relay.example:SPAM@Example.ORG'; do
+		t=$(mta_session --from "$spelling")
+		assert_eq "delayed list: $spelling is spam@example.org: MAIL 250, RCPT refused" \
+			"250 | $(mta_refusal rcpt@example.net "$want")" \
+			"$(smtp_reply "$t" MAIL | cut -c1-3) | $(smtp_reply "$t" RCPT)" "$t"
+	done
+
+	conf=$(sc_conf live-at-mail pmnodelay: <<'EOF'
+delay_mail_lookups = false;
+policies = (
+  { name = "live-senders"; type = "block"; match = "sender"; redis = true;
+    action = "reject"; reply = "550 5.7.1 Sender ${sender} is listed"; },
+  { name = "per-sender"; type = "ratelimit"; key = "sender"; count = "recipients";
+    limit = 1000; window = "1h"; action = "tempfail"; }
+);
+EOF
+)
+	redis_cli ZADD pmnodelay:block:live-senders +inf spam@example.org >/dev/null
+	mta_use "milter runs with delay_mail_lookups = false" "$conf" || return
+	t=$(mta_session --from spam@example.org)
+	assert_reply "not delayed: the listed sender refused at MAIL FROM, the same reply" \
+		"$t" MAIL 1 "$(mta_refusal spam@example.org "$want")"
+	assert_eq "not delayed: no RCPT after the refused MAIL" 0 "$(smtp_ncmds "$t" RCPT)" "$t"
+	n=$(sc_clean_calls clean2@example.org)
+	assert_eq "not delayed: a clean message costs two script calls (MAIL, RCPT)" \
+		2 "$n" "$(grep -i evalsha "$PM_TMP/monitor.clean2@example.org" 2>/dev/null)"
+}
+
 scenarios_run() {
 	sc_no_milter
 	sc_size_rcpts
@@ -537,4 +654,5 @@ scenarios_run() {
 	sc_exempt
 	sc_ratelimit
 	sc_accept_scope
+	sc_live_sender
 }
