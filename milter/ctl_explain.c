@@ -219,6 +219,9 @@ stage(struct ctl *c, struct session *s, enum policy_stage st, const char *what,
 		if (delayed)
 			printf("  its live lists wait for the first RCPT "
 			    "(delay_mail_lookups): see there\n");
+		else if (st == POLICY_MAIL && s->no_delay && s->cfg->delay_mail)
+			printf("  (no --rcpt: decided here; with a recipient the daemon "
+			    "looks MAIL's live lists up at the first RCPT)\n");
 		else if (steps->n == 0 && refused && st == POLICY_RCPT) {
 			printf("  the message is refused (see the first RCPT): the same reply\n");
 			for (const char *l = reply; *l != '\0';) {
@@ -247,6 +250,12 @@ stage(struct ctl *c, struct session *s, enum policy_stage st, const char *what,
 		o->rcpts++;
 		if (!refused)
 			o->rcpts_ok++;
+		/* A delayed MAIL refused the message: say so, not "every
+		 * recipient refused". */
+		if (refused && s->msg.mail_refused && o->text[0] == '\0')
+			snprintf(o->text, sizeof(o->text), "refused at the first RCPT by %s "
+			    "(MAIL's live list, delay_mail_lookups): %s",
+			    v.policy != NULL ? v.policy->name : "?", reply);
 	} else if (refused) {
 		o->refused = true;
 		snprintf(o->text, sizeof(o->text), "refused at %s by %s: %s",
@@ -320,6 +329,9 @@ ctl_explain(struct ctl *c, int argc, char **argv)
 	if ((s = session_new(c->cfg)) == NULL)
 		return ctl_error(CTL_NO, "out of memory");
 	s->peek = true;
+	/* Without a recipient, MAIL is decided at MAIL: a delayed MAIL would
+	 * never be looked up. */
+	s->no_delay = nrcpts == 0;
 	s->trace = collect;
 	s->trace_arg = &steps;
 	memset(&o, 0, sizeof(o));
@@ -358,7 +370,8 @@ ctl_explain(struct ctl *c, int argc, char **argv)
 	}
 	if (nrcpts > 0 && o.rcpts_ok == 0) {
 		o.refused = true;
-		snprintf(o.text, sizeof(o.text), "every recipient refused");
+		if (o.text[0] == '\0')
+			snprintf(o.text, sizeof(o.text), "every recipient refused");
 		goto done;
 	}
 	s->msg.size = bytes;

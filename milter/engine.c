@@ -806,7 +806,8 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 		s->msg.delayed = false;
 	}
 	plan(s, stage, &m, w, first, &n, &nmem, &mode);
-	if (stage == POLICY_MAIL && s->cfg->delay_mail && delayable(w, n, mode)) {
+	if (stage == POLICY_MAIL && s->cfg->delay_mail && !s->no_delay &&
+	    delayable(w, n, mode)) {
 		for (size_t i = 0; i < n; i++)
 			w->items[i].delayed = true;
 		w->ndelayed = n;
@@ -823,7 +824,8 @@ run_stage(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 		}
 		return v->action;
 	}
-	/* An accept of MAIL ended the walk above: the message is covered. */
+	/* (An accept found for a delayed MAIL covers the message: it ended
+	 * the walk above, and RCPT's policies do not run.) */
 	walk(s, stage, w, first, n, redis_failed, v);
 	return v->action;
 }
@@ -925,6 +927,12 @@ engine_run(struct session *s, enum policy_stage stage, struct engine_verdict *v)
 	    (c->stages_decide & POLICY_STAGE(stage)))
 		run_stage(s, stage, v);
 	if (stage == POLICY_EOM) {
+		/* No MTA sends DATA without a recipient the milter saw. */
+		if (s->msg.delayed) {
+			s->msg.delayed = false;
+			log_msg(LOG_WARNING, "%s: end of message without a recipient: "
+			    "MAIL's live lists were not looked up", s->msg.queue_id);
+		}
 		settle_eom(s, v);
 		/* A drop or hold decided earlier stands unless the message is
 		 * refused: no accept, of the connection or of the message, undoes it. */

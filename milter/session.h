@@ -75,6 +75,7 @@ struct session {
 	/* policy-milter-ctl explain (engine.h): change nothing in Redis, and
 	 * report each policy's part through trace. */
 	bool peek;
+	bool no_delay;             /* decide MAIL at MAIL (explain without RCPT) */
 	void (*trace)(void *arg, const struct engine_step *step);
 	void *trace_arg;
 	enum policy_action traced;     /* what the policy being walked did */

@@ -230,6 +230,14 @@ ctl explain --client 127.0.0.1 --sender dave@evil.example --rcpt a@example.net \
 assert_eq "explain, listed sender: MAIL waits, the list shown under the first RCPT" \
 	"  its live lists wait for the first RCPT (delay_mail_lookups): see there|  MAIL FROM, delayed to this recipient:|  the message is refused (see the first RCPT): the same reply" \
 	"$(printf '%s\n' "$OUT" | grep -E '^  (its live lists|MAIL FROM, delayed|the message is refused)' | paste -sd '|')" "$OUT"
+assert_match "explain, listed sender: the verdict names the list and its reply" \
+	"^verdict: refused at the first RCPT by blocked-senders \\(MAIL's live list, delay_mail_lookups\\): $LIST_NO\$" \
+	"$(printf '%s\n' "$OUT" | grep '^verdict:')" "$OUT"
+# Without --rcpt, MAIL is decided at MAIL (a delayed lookup would never run).
+ctl explain --client 127.0.0.1 --sender dave@evil.example
+assert_eq "explain without --rcpt, listed sender: refused at MAIL, exit 1" \
+	"verdict: refused at mail by blocked-senders: $LIST_NO 1" \
+	"$(printf '%s\n' "$OUT" | grep '^verdict:') $RC" "$OUT"
 ctl block list blocked-senders
 assert_match "block list: the canonical entry, never expiring" '^never +dave@evil\.example$' "$OUT"
 ctl --json block list blocked-senders
