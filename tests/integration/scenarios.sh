@@ -581,18 +581,17 @@ sc_clean_calls() {  # sc_clean_calls FROM
 # delay_mail_lookups = false the list refuses MAIL FROM itself, and a
 # message costs two calls.
 sc_live_sender() {
-	local conf t want n spelling
+	local conf t want n spelling policies
 	SC_QUEUED_RE=$(mta_queued_re)
 	want='550 5.7.1 Sender spam@example.org is listed'
-	conf=$(sc_conf live-delayed pmdelay: <<'EOF'
-policies = (
+	# shellcheck disable=SC2016  # ${sender} is the milter's, not the shell's
+	policies='policies = (
   { name = "live-senders"; type = "block"; match = "sender"; redis = true;
     action = "reject"; reply = "550 5.7.1 Sender ${sender} is listed"; },
   { name = "per-sender"; type = "ratelimit"; key = "sender"; count = "recipients";
     limit = 1000; window = "1h"; action = "tempfail"; }
-);
-EOF
-)
+);'
+	conf=$(printf '%s\n' "$policies" | sc_conf live-delayed pmdelay:)
 	redis_cli ZADD pmdelay:block:live-senders +inf spam@example.org >/dev/null
 	mta_use "milter runs with a live sender list and a rate limit at RCPT" "$conf" || return
 
@@ -625,16 +624,8 @@ EOF
 			"$(smtp_reply "$t" MAIL | cut -c1-3) | $(smtp_reply "$t" RCPT)" "$t"
 	done
 
-	conf=$(sc_conf live-at-mail pmnodelay: <<'EOF'
-delay_mail_lookups = false;
-policies = (
-  { name = "live-senders"; type = "block"; match = "sender"; redis = true;
-    action = "reject"; reply = "550 5.7.1 Sender ${sender} is listed"; },
-  { name = "per-sender"; type = "ratelimit"; key = "sender"; count = "recipients";
-    limit = 1000; window = "1h"; action = "tempfail"; }
-);
-EOF
-)
+	conf=$(printf 'delay_mail_lookups = false;\n%s\n' "$policies" |
+		sc_conf live-at-mail pmnodelay:)
 	redis_cli ZADD pmnodelay:block:live-senders +inf spam@example.org >/dev/null
 	mta_use "milter runs with delay_mail_lookups = false" "$conf" || return
 	t=$(mta_session --from spam@example.org)
